@@ -1,0 +1,14 @@
+"""User-facing errors.
+
+A :class:`InputError` is a mistake the user can fix (a bad file, a bad option). The CLI prints its
+message on one line and exits with code 2; it never shows a traceback for it.
+"""
+
+from __future__ import annotations
+
+
+class InputError(Exception):
+    """A user mistake, with a one-line message naming the file/row/field and what was expected."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(" ".join(str(message).split()))

@@ -1,0 +1,436 @@
+"""Readers that turn input files into the SPEC §2 data model (a plays table and a tracks table).
+
+Supported inputs:
+
+* ``generic``: a directory with ``plays.{csv,tsv,parquet}[.gz]`` (``sequence_id, position, track_id
+  [, user_id, timestamp]``) and ``tracks.*`` (``track_id, artist, genre [, title]``). Extra columns are
+  kept but not required.
+* ``yes``: the Yes.com / Last.fm playlists of Chen et al. (``train.txt``, ``song_hash.txt``,
+  ``tags.txt``, ``tag_hash.txt``). The primary genre is derived from the Last.fm tags by the rule in
+  :func:`primary_genres_from_tags`.
+
+Every user mistake raises :class:`hpo.errors.InputError` with one line naming the file, row or field.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from hpo.errors import InputError
+
+PLAYS_COLUMNS = ("sequence_id", "position", "track_id")
+PLAYS_OPTIONAL = ("user_id", "timestamp")
+TRACKS_COLUMNS = ("track_id", "artist", "genre")
+TRACKS_OPTIONAL = ("title",)
+FORMATS = ("auto", "generic", "yes")
+_TABLE_SUFFIXES = (".csv", ".csv.gz", ".tsv", ".tsv.gz", ".parquet")
+
+
+@dataclass
+class RawDataset:
+    """Input data in the SPEC §2 model, before integer coding and splitting.
+
+    ``plays`` has one row per play with ``sequence_id`` (str), ``position`` (int64) and ``track_id`` (str),
+    sorted by sequence then position. ``tracks`` has one row per track with ``track_id`` (str) and
+    ``artist``/``genre``/``title`` (str or NA). ``concepts`` is an optional long table ``track_id,
+    concept`` (tags or categories), kept for the concept hierarchy.
+    """
+
+    plays: pd.DataFrame
+    tracks: pd.DataFrame
+    format: str
+    source: str
+    input_files: list[Path]
+    dropped: dict[str, int] = field(default_factory=dict)
+    concepts: pd.DataFrame | None = None
+
+
+def read_input(
+    path: str | Path,
+    fmt: str = "auto",
+    *,
+    drop_short: bool = False,
+    allow_missing_metadata: bool = False,
+) -> RawDataset:
+    """Read a dataset directory in any supported format (``fmt="auto"`` detects it)."""
+    path = Path(path)
+    if fmt not in FORMATS:
+        raise InputError(f"--format {fmt!r} is not supported; expected one of {', '.join(FORMATS)}")
+    if not path.exists():
+        raise InputError(f"{path}: no such file or directory; expected a dataset directory")
+    if not path.is_dir():
+        raise InputError(
+            f"{path}: expected a dataset directory (with plays.* and tracks.*, or the yes.com files), got a file"
+        )
+    if fmt == "auto":
+        fmt = detect_format(path)
+    if fmt == "yes":
+        return read_yes(path)
+    plays_path = _find_table(path, "plays")
+    tracks_path = _find_table(path, "tracks")
+    return read_generic(
+        plays_path, tracks_path, drop_short=drop_short, allow_missing_metadata=allow_missing_metadata
+    )
+
+
+def detect_format(path: Path) -> str:
+    """Name the format of dataset directory ``path`` from the files it holds."""
+    if (path / "train.txt").is_file() and (path / "song_hash.txt").is_file():
+        return "yes"
+    if any((path / f"plays{s}").is_file() for s in _TABLE_SUFFIXES):
+        return "generic"
+    raise InputError(
+        f"{path}: cannot tell the dataset format; expected plays.csv/.tsv/.parquet and tracks.* "
+        "(generic) or train.txt and song_hash.txt (yes), or pass --format"
+    )
+
+
+def _find_table(directory: Path, stem: str) -> Path:
+    found = [directory / f"{stem}{s}" for s in _TABLE_SUFFIXES if (directory / f"{stem}{s}").is_file()]
+    if not found:
+        raise InputError(
+            f"{directory / stem}.csv: missing file; expected {stem}.csv, {stem}.tsv or {stem}.parquet "
+            f"(optionally .gz) in {directory}"
+        )
+    if len(found) > 1:
+        raise InputError(f"{directory}: several {stem} tables ({', '.join(p.name for p in found)}); keep one")
+    return found[0]
+
+
+# ---------------------------------------------------------------------------------------------------
+# generic tables
+
+
+def read_table(path: str | Path, required: tuple[str, ...], optional: tuple[str, ...] = ()) -> pd.DataFrame:
+    """Read a CSV/TSV/Parquet table as strings, checking that the ``required`` columns exist.
+
+    Returns a DataFrame of ``str`` columns (missing values as NA) with an extra ``_row`` column: the
+    1-based line number in a text file (header = line 1) or the 1-based row number in Parquet, used to
+    name rows in error messages.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such file; expected a table with columns {', '.join(required)}")
+    name = path.name.lower()
+    try:
+        if name.endswith(".parquet"):
+            frame = pd.read_parquet(path).astype("string")
+            first_row = 1
+        else:
+            sep = "\t" if name.endswith((".tsv", ".tsv.gz", ".txt")) else ","
+            frame = pd.read_csv(
+                path, sep=sep, dtype=str, encoding="utf-8", keep_default_na=False, na_values=[""]
+            ).astype("string")
+            first_row = 2
+    except UnicodeDecodeError as exc:
+        raise InputError(
+            f"{path}: not valid UTF-8 (byte {exc.start}: {exc.reason}); re-encode the file as UTF-8"
+        ) from exc
+    except pd.errors.EmptyDataError as exc:
+        raise InputError(f"{path}: file is empty; expected a header row with {', '.join(required)}") from exc
+    except pd.errors.ParserError as exc:
+        raise InputError(f"{path}: malformed table ({str(exc).strip().splitlines()[-1]})") from exc
+    except (OSError, ValueError, ImportError) as exc:
+        # pyarrow raises ArrowInvalid (a ValueError) for a corrupt Parquet file, gzip an OSError.
+        raise InputError(f"{path}: cannot read the table ({exc})") from exc
+    frame.columns = [str(c).strip() for c in frame.columns]
+    for column in required:
+        if column not in frame.columns:
+            close = difflib.get_close_matches(column, frame.columns, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise InputError(
+                f"{path}: missing column {column!r}{hint}; found {', '.join(map(repr, frame.columns))}, "
+                f"expected {', '.join(required)}" + (f" [, {', '.join(optional)}]" if optional else "")
+            )
+    if frame.empty:
+        raise InputError(f"{path}: has a header but no data rows")
+    frame["_row"] = np.arange(first_row, first_row + len(frame), dtype=np.int64)
+    return frame
+
+
+def _row_label(path: Path) -> str:
+    return "row" if path.name.lower().endswith(".parquet") else "line"
+
+
+def _require_values(frame: pd.DataFrame, path: Path, columns: tuple[str, ...]) -> None:
+    for column in columns:
+        missing = frame[column].isna() | (frame[column].str.strip() == "")
+        if missing.any():
+            row = int(frame.loc[missing, "_row"].iloc[0])
+            raise InputError(
+                f"{path}, {_row_label(path)} {row}: empty {column!r}; every row needs a {column} "
+                f"({int(missing.sum())} such rows)"
+            )
+
+
+def read_plays(path: str | Path, *, drop_short: bool = False) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Read and validate a plays table; return it sorted by ``(sequence_id, position)`` and drop counts."""
+    path = Path(path)
+    frame = read_table(path, PLAYS_COLUMNS, PLAYS_OPTIONAL)
+    _require_values(frame, path, PLAYS_COLUMNS)
+    position = pd.to_numeric(frame["position"].str.strip(), errors="coerce")
+    bad = position.isna() | (position != np.floor(position))
+    if bad.any():
+        row = int(frame.loc[bad, "_row"].iloc[0])
+        value = frame.loc[bad, "position"].iloc[0]
+        raise InputError(
+            f"{path}, {_row_label(path)} {row}: position {str(value)!r} is not an integer; "
+            "expected integer positions ordering the plays of each sequence"
+        )
+    frame["position"] = position.astype(np.int64)
+    frame["sequence_id"] = frame["sequence_id"].str.strip()
+    frame["track_id"] = frame["track_id"].str.strip()
+    duplicated = frame.duplicated(["sequence_id", "position"], keep="first")
+    if duplicated.any():
+        row = frame.loc[duplicated].iloc[0]
+        raise InputError(
+            f"{path}, {_row_label(path)} {int(row['_row'])}: sequence {row['sequence_id']!r} has two plays at "
+            f"position {int(row['position'])}; positions must be unique within a sequence"
+        )
+    frame = frame.sort_values(["sequence_id", "position"], kind="stable").reset_index(drop=True)
+    lengths = frame.groupby("sequence_id", sort=False)["track_id"].transform("size")
+    short = lengths < 2
+    dropped = {"short_sequences": 0, "short_sequence_plays": 0}
+    if short.any():
+        n_short = int(frame.loc[short, "sequence_id"].nunique())
+        if not drop_short:
+            first = frame.loc[short, "sequence_id"].iloc[0]
+            raise InputError(
+                f"{path}: sequence {first!r} has 1 play; every sequence needs at least 2 plays "
+                f"({n_short} such sequences; pass --drop-short to drop them)"
+            )
+        dropped = {"short_sequences": n_short, "short_sequence_plays": int(short.sum())}
+        frame = frame.loc[~short].reset_index(drop=True)
+    return frame.drop(columns="_row"), dropped
+
+
+def read_tracks(path: str | Path) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Read and validate a tracks table (one row per track; identical duplicate rows are merged)."""
+    path = Path(path)
+    frame = read_table(path, TRACKS_COLUMNS, TRACKS_OPTIONAL)
+    _require_values(frame, path, ("track_id",))
+    for column in ("track_id", "artist", "genre", "title"):
+        if column in frame.columns:
+            stripped = frame[column].str.strip()
+            frame[column] = stripped.mask(stripped == "")
+    meta = [c for c in ("artist", "genre", "title") if c in frame.columns]
+    exact = frame.duplicated(["track_id", *meta], keep="first")
+    n_exact = int(exact.sum())
+    frame = frame.loc[~exact]
+    conflicting = frame.duplicated("track_id", keep=False)
+    if conflicting.any():
+        rows = frame.loc[conflicting].sort_values(["track_id", "_row"]).head(2)
+        a, b = rows.iloc[0], rows.iloc[1]
+        diff = next(c for c in meta if not (pd.isna(a[c]) and pd.isna(b[c])) and a[c] != b[c])
+        raise InputError(
+            f"{path}, {_row_label(path)}s {int(a['_row'])} and {int(b['_row'])}: track_id {a['track_id']!r} has "
+            f"conflicting {diff} ({a[diff]!r} vs {b[diff]!r}); keep one row per track"
+        )
+    return frame.drop(columns="_row").reset_index(drop=True), {"duplicate_track_rows": n_exact}
+
+
+def read_generic(
+    plays_path: str | Path,
+    tracks_path: str | Path,
+    *,
+    drop_short: bool = False,
+    allow_missing_metadata: bool = False,
+) -> RawDataset:
+    """Read the generic plays and tracks tables of SPEC §2."""
+    plays_path, tracks_path = Path(plays_path), Path(tracks_path)
+    plays, dropped = read_plays(plays_path, drop_short=drop_short)
+    tracks, dropped_tracks = read_tracks(tracks_path)
+    dropped.update(dropped_tracks)
+    unknown = ~plays["track_id"].isin(tracks["track_id"])
+    dropped["tracks_without_metadata"] = 0
+    if unknown.any():
+        missing = pd.unique(plays.loc[unknown, "track_id"])
+        if not allow_missing_metadata:
+            raise InputError(
+                f"{tracks_path}: {len(missing)} track_id(s) played in {plays_path.name} have no metadata row "
+                f"(first: {missing[0]!r}); add them to the tracks table or pass --allow-missing-metadata"
+            )
+        extra = pd.DataFrame({"track_id": pd.array(missing, dtype="string")})
+        tracks = pd.concat([tracks, extra], ignore_index=True)
+        dropped["tracks_without_metadata"] = int(len(missing))
+    concepts = None
+    if "categories" in tracks.columns:
+        concepts = _explode_concepts(tracks["track_id"], tracks["categories"], sep="|")
+    return RawDataset(
+        plays=plays,
+        tracks=tracks,
+        format="generic",
+        source=str(plays_path.parent),
+        input_files=[plays_path, tracks_path],
+        dropped=dropped,
+        concepts=concepts,
+    )
+
+
+def _explode_concepts(track_ids: pd.Series, labels: pd.Series, sep: str) -> pd.DataFrame:
+    frame = pd.DataFrame({"track_id": track_ids, "concept": labels.fillna("").str.split(sep)})
+    frame = frame.explode("concept")
+    frame = frame[frame["concept"].str.strip().fillna("") != ""]
+    return frame.reset_index(drop=True).astype({"track_id": "string", "concept": "string"})
+
+
+# ---------------------------------------------------------------------------------------------------
+# yes.com / Last.fm (Chen et al. 2012)
+
+#: Last.fm tag -> genre family. Tags that are not genres (``favorites``, ``80s``, ``male vocalists``)
+#: are absent on purpose.
+GENRE_FAMILIES: dict[str, str] = {
+    **dict.fromkeys(
+        ["rock", "classic rock", "alternative", "alternative rock", "hard rock", "soft rock", "indie rock",
+         "indie", "grunge", "progressive rock", "post-grunge", "southern rock", "alt rock", "arena rock",
+         "glam rock", "psychedelic rock", "psychedelic", "80s rock", "90s rock", "rock n roll",
+         "rock and roll", "britpop", "new wave", "emo", "rock ballad", "progressive"],
+        "rock",
+    ),
+    **dict.fromkeys(["pop", "pop rock", "pop-rock", "poprock", "top 40", "80s pop", "adult contemporary",
+                     "my pop music", "us top 40"], "pop"),
+    **dict.fromkeys(["country", "classic country", "modern country", "new country", "country rock",
+                     "male country", "americana", "my country", "linedance"], "country"),
+    **dict.fromkeys(["hip-hop", "hip hop", "rap", "urban", "old school"], "hip-hop"),
+    **dict.fromkeys(["rnb", "r&b", "rhythm and blues", "rb", "r and b", "slow jams"], "r&b"),
+    **dict.fromkeys(["soul", "motown", "old school soul"], "soul"),
+    **dict.fromkeys(["funk", "funky"], "funk"),
+    **dict.fromkeys(["metal", "heavy metal", "alternative metal", "nu metal", "hardcore"], "metal"),
+    **dict.fromkeys(["punk", "punk rock"], "punk"),
+    **dict.fromkeys(["jazz", "smooth jazz"], "jazz"),
+    **dict.fromkeys(["blues", "blues rock"], "blues"),
+    **dict.fromkeys(["electronic"], "electronic"),
+    **dict.fromkeys(["dance", "disco"], "dance"),
+    **dict.fromkeys(["folk", "folk rock", "singer-songwriter"], "folk"),
+    **dict.fromkeys(["christian", "christian rock", "contemporary christian", "worship", "gospel"],
+                    "christian"),
+    **dict.fromkeys(["latin", "spanish"], "latin"),
+    **dict.fromkeys(["reggae"], "reggae"),
+    **dict.fromkeys(["easy listening", "lounge"], "easy listening"),
+}
+
+
+def primary_genres_from_tags(song_tags: list[list[str]]) -> list[str | None]:
+    """Derive one primary genre per song from its tag names.
+
+    Rule: map each tag through :data:`GENRE_FAMILIES`; among a song's genre families pick the one
+    carried by the fewest songs in the whole dataset (ties: alphabetical). Catch-all families such as
+    rock and pop are on many songs, so a song tagged ``rock`` and ``country`` is filed as country, which
+    is how a listener would file it. Songs without a genre tag get ``None``.
+    """
+    families = [sorted({GENRE_FAMILIES[t] for t in tags if t in GENRE_FAMILIES}) for tags in song_tags]
+    support: dict[str, int] = {}
+    for fams in families:
+        for f in fams:
+            support[f] = support.get(f, 0) + 1
+    return [min(fams, key=lambda f: (support[f], f)) if fams else None for fams in families]
+
+
+def _read_lines(path: Path) -> list[str]:
+    if not path.is_file():
+        raise InputError(f"{path}: missing file; the yes.com format needs train.txt, song_hash.txt, tags.txt, tag_hash.txt")
+    try:
+        return path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: not valid UTF-8 (byte {exc.start}: {exc.reason})") from exc
+
+
+def read_yes(directory: str | Path) -> RawDataset:
+    """Read a yes.com playlist directory (``yes_small``/``yes_big``): playlists, artists, tags, genres.
+
+    Single-song playlists (present in the published files) are dropped and counted, not rejected.
+    """
+    directory = Path(directory)
+    train = _read_lines(directory / "train.txt")
+    if len(train) < 3:
+        raise InputError(f"{directory / 'train.txt'}: expected 2 header lines then one playlist per line")
+    seq_ids: list[np.ndarray] = []
+    positions: list[np.ndarray] = []
+    songs: list[np.ndarray] = []
+    n_short = n_short_plays = n_empty = 0
+    for line_no, line in enumerate(train[2:], start=3):
+        fields = line.split()
+        if not fields:
+            n_empty += 1
+            continue
+        try:
+            ids = np.array([int(f) for f in fields], dtype=np.int64)
+        except ValueError as exc:
+            raise InputError(
+                f"{directory / 'train.txt'}, line {line_no}: {exc.args[0].split(': ')[-1]} is not an integer song id"
+            ) from exc
+        if len(ids) < 2:
+            n_short += 1
+            n_short_plays += len(ids)
+            continue
+        seq_ids.append(np.full(len(ids), line_no, dtype=np.int64))
+        positions.append(np.arange(len(ids), dtype=np.int64))
+        songs.append(ids)
+    song_rows = _read_lines(directory / "song_hash.txt")
+    titles, artists = {}, {}
+    for line_no, line in enumerate(song_rows, start=1):
+        parts = line.split("\t")
+        if len(parts) != 3:
+            raise InputError(
+                f"{directory / 'song_hash.txt'}, line {line_no}: expected 'id<TAB>title<TAB>artist', got {len(parts)} fields"
+            )
+        titles[parts[0]] = parts[1].replace("\\/", "/").strip() or None
+        artists[parts[0]] = parts[2].strip() or None
+    tag_names = {}
+    for line_no, line in enumerate(_read_lines(directory / "tag_hash.txt"), start=1):
+        key, sep, name = line.partition(",")
+        if not sep:
+            raise InputError(f"{directory / 'tag_hash.txt'}, line {line_no}: expected 'id, name'")
+        tag_names[key.strip()] = name.strip()
+    tag_lines = _read_lines(directory / "tags.txt")
+    song_tags = [
+        [] if line.strip() in ("", "#") else [tag_names.get(t, t) for t in line.split()] for line in tag_lines
+    ]
+    n_songs = len(song_rows)
+    if len(song_tags) != n_songs:
+        raise InputError(
+            f"{directory / 'tags.txt'}: has {len(song_tags)} lines but song_hash.txt has {n_songs} songs; "
+            "expected one line per song"
+        )
+    genres = primary_genres_from_tags(song_tags)
+    track_ids = [str(i) for i in range(n_songs)]
+    tracks = pd.DataFrame(
+        {
+            "track_id": pd.array(track_ids, dtype="string"),
+            "artist": pd.array([artists.get(t) for t in track_ids], dtype="string"),
+            "genre": pd.array(genres, dtype="string"),
+            "title": pd.array([titles.get(t) for t in track_ids], dtype="string"),
+        }
+    )
+    song_array = np.concatenate(songs) if songs else np.zeros(0, dtype=np.int64)
+    if song_array.size and (song_array.min() < 0 or song_array.max() >= n_songs):
+        raise InputError(
+            f"{directory / 'train.txt'}: song id {int(song_array.max())} is outside song_hash.txt's 0..{n_songs - 1}"
+        )
+    plays = pd.DataFrame(
+        {
+            "sequence_id": pd.array(np.concatenate(seq_ids).astype(str), dtype="string"),
+            "position": np.concatenate(positions),
+            "track_id": pd.array(song_array.astype(str), dtype="string"),
+        }
+    )
+    concepts = pd.DataFrame(
+        {
+            "track_id": pd.array([t for t, tags in zip(track_ids, song_tags) for _ in tags], dtype="string"),
+            "concept": pd.array([tag for tags in song_tags for tag in tags], dtype="string"),
+        }
+    )
+    return RawDataset(
+        plays=plays,
+        tracks=tracks,
+        format="yes",
+        source=str(directory),
+        input_files=[directory / n for n in ("train.txt", "song_hash.txt", "tags.txt", "tag_hash.txt")],
+        dropped={"short_sequences": n_short, "short_sequence_plays": n_short_plays, "empty_lines": n_empty},
+        concepts=concepts,
+    )
