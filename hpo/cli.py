@@ -9,17 +9,20 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from hpo import __version__
+from hpo._table import format_table, format_value
 from hpo.errors import InputError
 
 _log = logging.getLogger("songhpo")
 
 Handler = Callable[[argparse.Namespace], int]
+DEFAULT_STORAGE = "sqlite:///songhpo.db"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -32,8 +35,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
     )
     # Third-party libraries log a lot at INFO (gensim per epoch); keep ours.
-    for noisy in ("gensim", "optuna", "alembic", "smart_open", "urllib3"):
+    for noisy in ("gensim", "faiss", "alembic", "smart_open", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
     handler: Handler | None = getattr(args, "handler", None)
     if handler is None:
         parser.parse_args([*(argv or sys.argv[1:]), "--help"])
@@ -100,7 +104,85 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("--force", action="store_true", help="replace --out if it exists")
     prepare.set_defaults(handler=_cmd_prepare)
 
+    from hpo.cli_eval import add_eval_command
+
+    add_eval_command(commands)
+    _add_study_commands(commands)
+    _add_demo_command(commands)
     return parser
+
+
+def _storage_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--storage",
+        default=os.environ.get("SONGHPO_STORAGE", DEFAULT_STORAGE),
+        help=f"SQLAlchemy storage URL (default: $SONGHPO_STORAGE or {DEFAULT_STORAGE})",
+    )
+
+
+def _add_study_commands(commands: Any) -> None:
+    study = commands.add_parser("study", help="create, run and inspect studies", description="Create, run and inspect studies.")
+    sub = study.add_subparsers(title="study commands", metavar="COMMAND")
+
+    init = sub.add_parser("init", help="write a commented example study config",
+                          description="Write a commented example study configuration (TOML).")
+    init.add_argument("--out", type=Path, default=Path("study.toml"), help="config file to write (default study.toml)")
+    init.add_argument("--force", action="store_true", help="replace --out if it exists")
+    init.set_defaults(handler=_cmd_study_init)
+
+    create = sub.add_parser("create", help="create a study from a config",
+                            description="Create the study named in CONFIG in its storage and enqueue the baseline "
+                            "(gensim defaults) as trial 0.")
+    create.add_argument("config", type=Path, help="study config (TOML)")
+    create.add_argument("--storage", default=None, help="override the config's storage URL")
+    create.set_defaults(handler=_cmd_study_create)
+
+    run = sub.add_parser("run", help="run a worker of a study (any number may run at once)",
+                         description="Run trials of a study in this process. STUDY is a config file (the study is "
+                         "created if missing) or the name of a study in --storage. Start as many workers as you like, "
+                         "on any machine that reaches the storage and the prepared dataset.")
+    run.add_argument("study", help="config file (.toml) or study name")
+    run.add_argument("--storage", default=None, help="storage URL (required with a study name unless $SONGHPO_STORAGE)")
+    run.add_argument("--dataset", default=None, help="prepared dataset path on this machine (default: the study's)")
+    run.add_argument("--n-trials", type=int, default=None, help="at most this many trials in this worker")
+    run.add_argument("--timeout", type=float, default=None, help="stop starting trials after this many seconds")
+    run.set_defaults(handler=_cmd_study_run)
+
+    status = sub.add_parser("status", help="trial counts, baseline and safeguard of a study",
+                            description="Show trial counts by state, the baseline's metrics, the Pareto front size and "
+                            "the HardNeg safeguard status.")
+    status.add_argument("name", help="study name")
+    _storage_argument(status)
+    status.add_argument("--json", action="store_true", help="print JSON instead of text")
+    status.set_defaults(handler=_cmd_study_status)
+
+    pareto = sub.add_parser("pareto", help="the feasible Pareto front on validation",
+                            description="Print the feasible Pareto-front trials (HardNeg safeguard applied) with their "
+                            "objective values and parameters.")
+    pareto.add_argument("name", help="study name")
+    _storage_argument(pareto)
+    pareto.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    pareto.set_defaults(handler=_cmd_study_pareto)
+
+    listing = sub.add_parser("list", help="studies in a storage", description="List the studies in a storage.")
+    _storage_argument(listing)
+    listing.set_defaults(handler=_cmd_study_list)
+
+
+def _add_demo_command(commands: Any) -> None:
+    demo = commands.add_parser(
+        "demo",
+        help="synthetic data -> prepare -> short multi-objective study on SQLite",
+        description="Generate a synthetic dataset, prepare it, run a short NSGA-II study (NDCG, CH-artist, CH-genre "
+        "with the HardNeg safeguard) on a SQLite file, and print the Pareto front and the next commands.",
+    )
+    demo.add_argument("--out", type=Path, default=Path("songhpo-demo"), help="working directory (default songhpo-demo)")
+    demo.add_argument("--trials", type=int, default=16, help="completed trials (default 16)")
+    demo.add_argument("--sequences", type=int, default=6_000, help="synthetic sessions (default 6000)")
+    demo.add_argument("--tracks", type=int, default=2_000, help="synthetic tracks (default 2000)")
+    demo.add_argument("--seed", type=int, default=0, help="seed of data, splits and sampler (default 0)")
+    demo.add_argument("--force", action="store_true", help="start over if --out exists")
+    demo.set_defaults(handler=_cmd_demo)
 
 
 def _print_json(payload: Any) -> None:
@@ -147,6 +229,182 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
         }
     )
     return 0
+
+
+def _cmd_study_init(args: argparse.Namespace) -> int:
+    from hpo._atomic import atomic_write_text
+    from hpo.config import EXAMPLE_CONFIG
+
+    if args.out.exists() and not args.force:
+        raise InputError(f"{args.out}: already exists; choose another --out or pass --force")
+    atomic_write_text(args.out, EXAMPLE_CONFIG)
+    print(args.out)
+    return 0
+
+
+def _load_config(path: Path, storage: str | None) -> Any:
+    from hpo.config import load_config
+
+    config = load_config(path)
+    return config.model_copy(update={"storage": storage}) if storage else config
+
+
+def _cmd_study_create(args: argparse.Namespace) -> int:
+    from hpo.study import create_study, safe_url
+
+    config = _load_config(args.config, args.storage)
+    study = create_study(config)
+    _print_json({"study": study.study_name, "storage": safe_url(config.storage), "objectives": config.objectives})
+    return 0
+
+
+def _cmd_study_run(args: argparse.Namespace) -> int:
+    from hpo.study import create_study, load_study, run_worker, safe_url
+
+    if args.study.endswith(".toml") or Path(args.study).is_file():
+        config = _load_config(Path(args.study), args.storage)
+        study = create_study(config, exist_ok=True)
+        study, config = load_study(config.name, config.storage, config=config)
+    else:
+        storage = args.storage or os.environ.get("SONGHPO_STORAGE")
+        if not storage:
+            raise InputError(f"study {args.study!r}: pass --storage URL (or a config file) to say where it lives")
+        study, config = load_study(args.study, storage)
+    if args.n_trials is not None and args.n_trials < 1:
+        raise InputError(f"--n-trials {args.n_trials}: expected a positive integer")
+    _log.info("worker joining study %s in %s", study.study_name, safe_url(config.storage))
+    report = run_worker(study, config, n_trials=args.n_trials, timeout=args.timeout or config.timeout, dataset_path=args.dataset)
+    _print_json({"study": study.study_name, "completed": report.completed, "failed": report.failed,
+                 "seconds": round(report.seconds, 2)})
+    return 0
+
+
+def _cmd_study_status(args: argparse.Namespace) -> int:
+    from hpo.study import load_study, study_status
+
+    study, _ = load_study(args.name, args.storage)
+    status = study_status(study)
+    if args.json:
+        _print_json(status)
+        return 0
+    print(f"study {status['study']}: objectives {', '.join(status['objectives'] or [])} "
+          f"({', '.join(status['directions'])})")
+    print("trials: " + ", ".join(f"{k} {v}" for k, v in status["trials"].items() if v))
+    print(f"infeasible (HardNeg safeguard): {status['infeasible']}; feasible Pareto front: {status['pareto_front_size']} trials")
+    if status["baseline"]:
+        base = status["baseline"]
+        print("baseline (trial %d, gensim defaults): %s" % (
+            base["trial"], ", ".join(f"{k}={format_value(v)}" for k, v in base.items() if k != "trial")))
+    safeguard = status["safeguard"] or {}
+    if safeguard.get("warning"):
+        print(f"warning: {safeguard['warning']}")
+    return 0
+
+
+def _pareto_rows(study: Any) -> list[dict[str, Any]]:
+    from hpo.study import feasible_pareto_front, trial_row
+
+    return [trial_row(t, study.metric_names) for t in feasible_pareto_front(study)]
+
+
+def _cmd_study_pareto(args: argparse.Namespace) -> int:
+    from hpo.study import load_study
+
+    study, _ = load_study(args.name, args.storage)
+    rows = _pareto_rows(study)
+    if args.json:
+        _print_json(rows)
+    else:
+        _print_rows(rows, f"feasible Pareto front of {study.study_name} (validation)")
+    return 0
+
+
+def _print_rows(rows: list[dict[str, Any]], title: str) -> None:
+    if not rows:
+        print(f"{title}: no completed feasible trial yet")
+        return
+    headers = list(dict.fromkeys(k for row in rows for k in row))
+    print(title)
+    print(format_table(headers, [[row.get(h) for h in headers] for row in rows]))
+
+
+def _cmd_study_list(args: argparse.Namespace) -> int:
+    import optuna
+
+    from hpo.config import parse_config
+    from hpo.study import open_storage
+
+    storage = open_storage(parse_config({"name": "-", "dataset": ".", "storage": args.storage}, "--storage"))
+    rows = []
+    for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
+        rows.append({"study": summary.study_name, "trials": summary.n_trials,
+                     "objectives": ", ".join(summary.metric_names or []) if hasattr(summary, "metric_names") else "",
+                     "created": summary.datetime_start.isoformat(timespec="seconds") if summary.datetime_start else None})
+    _print_rows(rows, "studies")
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from hpo.config import parse_config
+    from hpo.prepare import PrepareParams, prepare_dataset
+    from hpo.readers import read_input
+    from hpo.study import create_study, load_study, run_worker
+    from hpo.synth import SynthParams, write_synthetic
+
+    out: Path = args.out.resolve()
+    if out.exists() and not args.force:
+        raise InputError(f"{out}: already exists; pass --force to start over or choose another --out")
+    if out.exists():
+        import shutil
+
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    _log.info("demo 1/3: synthetic data (%d sessions, %d tracks)", args.sequences, args.tracks)
+    write_synthetic(out / "data", SynthParams(sequences=args.sequences, tracks=args.tracks, seed=args.seed))
+    _log.info("demo 2/3: preparing splits and hard negatives")
+    prepare_dataset(read_input(out / "data"), out / "prepared", PrepareParams(seed=args.seed))
+    storage = f"sqlite:///{out / 'songhpo.db'}"
+    config = parse_config(
+        {
+            "name": "demo",
+            "dataset": str(out / "prepared"),
+            "storage": storage,
+            "seed": args.seed,
+            "trials": args.trials,
+            "sampler": {"name": "nsga2", "population_size": 8},
+            # min_count 1 so every song of the small demo catalogue gets a vector.
+            "search_space": {"min_count": 1},
+        },
+        "demo",
+    )
+    from hpo._atomic import atomic_write_text
+
+    atomic_write_text(out / "study.toml", _demo_toml(config))
+    _log.info("demo 3/3: NSGA-II study of %d trials on %s", args.trials, out / "songhpo.db")
+    create_study(config)
+    study, config = load_study("demo", storage, config=config)
+    run_worker(study, config)
+    rows = _pareto_rows(study)
+    _print_rows(rows, "feasible Pareto front of demo (validation; baseline = gensim defaults)")
+    print()
+    print("next:")
+    print(f"  songhpo study status demo --storage {storage}")
+    print(f"  songhpo study run {out / 'study.toml'} --n-trials 10   # more trials; start several workers at once")
+    print(f"  optuna-dashboard --host 127.0.0.1 {storage}   # browse trials; see README for what it shows")
+    return 0
+
+
+def _demo_toml(config: Any) -> str:
+    return (
+        "# Written by 'songhpo demo'; see 'songhpo study init' for every option.\n"
+        f'name = "{config.name}"\n'
+        f'dataset = "prepared"\n'
+        f'storage = "sqlite:///songhpo.db"\n'
+        f"seed = {config.seed}\n"
+        f"trials = {config.trials}\n"
+        '\n[sampler]\nname = "nsga2"\npopulation_size = 8\n'
+        "\n[search_space]\nmin_count = 1\n"
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover

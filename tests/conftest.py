@@ -50,3 +50,78 @@ def prepared_synth(synth_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
     out = tmp_path_factory.mktemp("prepared") / "synth"
     prepare_dataset(read_input(synth_dir), out, PrepareParams(seed=3))
     return out
+
+
+POSTGRES_ADMIN = os.environ.get("SONGHPO_TEST_POSTGRES", "host=127.0.0.1 port=5432 user=postgres dbname=postgres")
+
+
+@pytest.fixture
+def postgres_url() -> str:
+    """A fresh database on the real PostgreSQL at 127.0.0.1:5432, dropped afterwards.
+
+    Unreachable PostgreSQL fails the test under CI (``CI`` set) and skips it elsewhere.
+    """
+    import uuid
+
+    import psycopg
+
+    name = f"songhpo_test_{uuid.uuid4().hex[:12]}"
+    try:
+        admin = psycopg.connect(POSTGRES_ADMIN, autocommit=True, connect_timeout=5)
+    except psycopg.OperationalError as exc:
+        message = f"PostgreSQL at 127.0.0.1:5432 is unreachable: {exc}"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    with admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+        params = dict(p.split("=", 1) for p in POSTGRES_ADMIN.split())
+        yield f"postgresql+psycopg://{params.get('user', 'postgres')}@{params.get('host', '127.0.0.1')}:{params.get('port', '5432')}/{name}"
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def tiny_study_config(prepared: Path, storage: str, **overrides: object) -> dict[str, object]:
+    """A study config (as a dict) whose trials take well under a second on the small synthetic data."""
+    config: dict[str, object] = {
+        "name": "tiny",
+        "dataset": str(prepared),
+        "storage": storage,
+        "seed": 13,
+        "trials": 6,
+        "sampler": {"name": "nsga2", "population_size": 4},
+        "evaluation": {"k": 20},
+        "heartbeat": {"interval": 1, "grace_period": 4, "max_retry": 2},
+        "search_space": {
+            # Ranges must hold gensim's defaults (the baseline): vector_size 100, window 5, negative 5.
+            "vector_size": {"type": "int", "low": 8, "high": 100, "log": True},
+            "window": {"type": "int", "low": 1, "high": 5},
+            "negative": {"type": "int", "low": 1, "high": 5},
+            "epochs": 2,
+            "min_count": 1,
+        },
+    }
+    config.update(overrides)
+    return config
+
+
+def write_toml(path: Path, data: dict[str, object]) -> Path:
+    """Write a flat-or-one-level-nested dict as TOML (enough for study configs in tests)."""
+
+    def value(v: object) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, str):
+            return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        if isinstance(v, dict):
+            return "{ " + ", ".join(f"{k} = {value(x)}" for k, x in v.items()) + " }"
+        if isinstance(v, list):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        return repr(v)
+
+    lines = [f"{k} = {value(v)}" for k, v in data.items() if not isinstance(v, dict)]
+    for k, v in data.items():
+        if isinstance(v, dict):
+            lines.append(f"\n[{k}]")
+            lines.extend(f"{kk} = {value(vv)}" for kk, vv in v.items())
+    path.write_text("\n".join(lines) + "\n")
+    return path

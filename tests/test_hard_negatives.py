@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.stats import chi2_contingency
 
+from tests.conftest import shared_dataset
 from metrics.hard_negatives import (
     HardNegatives,
     bigram_cooccurrence,
@@ -24,7 +24,6 @@ from metrics.hard_negatives import (
     sequence_cooccurrence,
 )
 
-YES_BIG_TRAIN = Path("/work/shared/data/yes/yes_big/train.txt")
 #: critical value so large that the "pvalue" rule keeps every candidate pair,
 #: which exposes the statistics of all candidates through the public API.
 _KEEP_ALL = 1e300
@@ -97,9 +96,7 @@ def _scipy_table(o11: int, ra: int, rb: int, total: int) -> np.ndarray:
 # --------------------------------------------------------------------------- #
 @pytest.fixture(scope="module")
 def yes_big() -> dict:
-    if not YES_BIG_TRAIN.exists():
-        pytest.skip(f"{YES_BIG_TRAIN} not available")
-    seqs = _read_yes_playlists(YES_BIG_TRAIN)
+    seqs = _read_yes_playlists(shared_dataset("yes", "yes_big") / "train.txt")
     tokens, offsets = _to_csr(seqs)
     return {
         "seqs": seqs,
@@ -260,17 +257,6 @@ def test_paper_rule_on_yes_big(yes_big, scope):
     np.testing.assert_array_equal(paper.pairs, everything.pairs[keep])
     # the paper's threshold (0.019 here) is tiny: only a handful of pairs
     assert paper.n_pairs < 0.01 * paper.n_candidate_pairs
-
-
-def test_yes_big_performance(yes_big):
-    tokens, offsets, n = yes_big["tokens"], yes_big["offsets"], yes_big["n_songs"]
-    for scope in ("bigram", "sequence"):
-        best = np.inf
-        for _ in range(3):
-            start = time.perf_counter()
-            find_hard_negatives(tokens, offsets, n, scope=scope, min_cooc=2)
-            best = min(best, time.perf_counter() - start)
-        assert best < 1.0, f"{scope}: {best:.3f}s"
 
 
 # --------------------------------------------------------------------------- #

@@ -1,0 +1,250 @@
+"""The study configuration: a TOML file validated with pydantic, with clear one-line errors.
+
+``songhpo study init`` writes a commented example (:data:`EXAMPLE_CONFIG`). Relative paths in the file
+resolve against the file's directory. Search-space entries merge over the paper's five defaults; a
+scalar instead of a table fixes that parameter.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from hpo.errors import InputError
+from objectives.word2vec import GENSIM_DEFAULTS, TUNABLE_PARAMETERS
+
+#: Metrics that can be objectives, with their direction.
+METRIC_DIRECTIONS: dict[str, str] = {
+    **dict.fromkeys(
+        ["ndcg", "ndcg_in", "ndcg_out", "hitrate", "hitrate_in", "hitrate_out", "coherence_genre",
+         "coherence_artist", "ch_genre", "ch_artist"],
+        "maximize",
+    ),
+    "hardneg": "minimize",
+}
+DEFAULT_OBJECTIVES = ("ndcg", "ch_artist", "ch_genre")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Distribution(_Strict):
+    """One searched parameter: ``int``/``float`` in [low, high] (optionally log/step), or ``categorical``."""
+
+    type: Literal["int", "float", "categorical"]
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    step: float | None = None
+    choices: list[int | float | str] | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> "Distribution":
+        if self.type == "categorical":
+            if not self.choices:
+                raise ValueError("a categorical parameter needs a non-empty 'choices' list")
+            return self
+        if self.low is None or self.high is None:
+            raise ValueError(f"an {self.type} parameter needs 'low' and 'high'")
+        if self.low > self.high:
+            raise ValueError(f"low {self.low} is above high {self.high}")
+        if self.log and self.low <= 0:
+            raise ValueError("a log-scaled parameter needs low > 0")
+        if self.log and self.step is not None:
+            raise ValueError("'log' and 'step' cannot be combined")
+        if self.type == "int" and (self.low != int(self.low) or self.high != int(self.high)):
+            raise ValueError("an int parameter needs integer low and high")
+        return self
+
+    def contains(self, value: Any) -> bool:
+        """Whether ``value`` is a possible sample of this distribution."""
+        if self.type == "categorical":
+            return value in (self.choices or [])
+        assert self.low is not None and self.high is not None
+        if not self.low <= value <= self.high:
+            return False
+        return self.step is None or abs((value - self.low) / self.step - round((value - self.low) / self.step)) < 1e-9
+
+
+DEFAULT_SEARCH_SPACE: dict[str, Distribution] = {
+    "vector_size": Distribution(type="int", low=16, high=256, log=True),
+    "window": Distribution(type="int", low=1, high=20),
+    "ns_exponent": Distribution(type="float", low=-1.0, high=1.0),
+    "negative": Distribution(type="int", low=1, high=30),
+    "alpha": Distribution(type="float", low=1e-4, high=1e-1, log=True),
+}
+
+
+class SamplerConfig(_Strict):
+    name: Literal["nsga2", "tpe", "random"] = "nsga2"
+    population_size: Annotated[int, Field(ge=2)] = 20
+
+
+class EvaluationConfig(_Strict):
+    k: Annotated[int, Field(ge=1)] = 100
+    coherence_k: Annotated[int, Field(ge=1)] | None = None
+    coherence_sample: Annotated[int, Field(ge=1)] = 20_000
+    ch_sample: Annotated[int, Field(ge=2)] = 50_000
+    n_buckets: Annotated[int, Field(ge=1)] = 10
+
+
+class ConstraintConfig(_Strict):
+    enabled: bool = True
+    tolerance: Annotated[float, Field(ge=0.0)] = 0.10
+
+
+class TrainingConfig(_Strict):
+    # One worker thread makes gensim deterministic; more is faster but not reproducible.
+    workers: Annotated[int, Field(ge=1)] = 1
+
+
+class HeartbeatConfig(_Strict):
+    interval: Annotated[int, Field(ge=1)] = 10
+    grace_period: Annotated[int, Field(ge=2)] = 30
+    max_retry: Annotated[int, Field(ge=0)] = 3
+
+
+class StudyConfig(_Strict):
+    """A whole study; see :data:`EXAMPLE_CONFIG` for the commented TOML form."""
+
+    name: Annotated[str, Field(min_length=1, max_length=200)]
+    dataset: Path
+    storage: str = "sqlite:///songhpo.db"
+    seed: int = 0
+    trials: Annotated[int, Field(ge=1)] = 50
+    timeout: Annotated[float, Field(gt=0)] | None = None
+    objectives: list[str] = Field(default_factory=lambda: list(DEFAULT_OBJECTIVES))
+    sampler: SamplerConfig = SamplerConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
+    constraint: ConstraintConfig = ConstraintConfig()
+    training: TrainingConfig = TrainingConfig()
+    heartbeat: HeartbeatConfig = HeartbeatConfig()
+    search_space: dict[str, Distribution | int | float] = Field(default_factory=dict)
+
+    @field_validator("objectives")
+    @classmethod
+    def _check_objectives(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("at least one objective is needed")
+        unknown = [m for m in value if m not in METRIC_DIRECTIONS]
+        if unknown:
+            raise ValueError(f"unknown metric {unknown[0]!r}; expected some of {', '.join(METRIC_DIRECTIONS)}")
+        if len(set(value)) != len(value):
+            raise ValueError("an objective is listed twice")
+        return value
+
+    @field_validator("search_space")
+    @classmethod
+    def _merge_search_space(cls, value: dict[str, Any]) -> dict[str, Any]:
+        unknown = [name for name in value if name not in TUNABLE_PARAMETERS]
+        if unknown:
+            raise ValueError(
+                f"unknown parameter {unknown[0]!r}; expected some of {', '.join(TUNABLE_PARAMETERS)}"
+            )
+        merged = {**DEFAULT_SEARCH_SPACE, **value}
+        for name, spec in merged.items():
+            if isinstance(spec, Distribution) and not spec.contains(GENSIM_DEFAULTS[name]):
+                # Trial 0 (the baseline) trains with gensim's default; Optuna needs it inside the range.
+                raise ValueError(
+                    f"{name}: the range excludes gensim's default {GENSIM_DEFAULTS[name]}, which the baseline "
+                    "trial uses; widen the range or fix the parameter to a value"
+                )
+        return merged
+
+    @property
+    def directions(self) -> list[str]:
+        return [METRIC_DIRECTIONS[m] for m in self.objectives]
+
+    def resolved(self, base: Path) -> "StudyConfig":
+        """This config with ``dataset`` (and a relative SQLite path) made absolute against ``base``."""
+        dataset = self.dataset if self.dataset.is_absolute() else (base / self.dataset).resolve()
+        storage = self.storage
+        prefix = "sqlite:///"
+        if storage.startswith(prefix) and not storage.startswith(prefix + "/") and storage != prefix + ":memory:":
+            storage = prefix + str((base / storage[len(prefix) :]).resolve())
+        return self.model_copy(update={"dataset": dataset, "storage": storage})
+
+    def to_json(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+def parse_config(data: dict[str, Any], source: str) -> StudyConfig:
+    """Validate ``data``; errors become one-line :class:`InputError` naming ``source`` and the field."""
+    try:
+        return StudyConfig.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first["loc"] if not str(p).startswith(("function-", "union[")))
+        more = f" (and {exc.error_count() - 1} more problems)" if exc.error_count() > 1 else ""
+        message = first["msg"].removeprefix("Value error, ")
+        raise InputError(f"{source}: field {field or '(top level)'!r}: {message}{more}") from exc
+
+
+def load_config(path: str | Path) -> StudyConfig:
+    """Read and validate a study TOML file; relative paths resolve against its directory."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: no such study config; create one with 'songhpo study init --out {path}'")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: not valid UTF-8 ({exc.reason})") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise InputError(f"{path}: invalid TOML ({exc})") from exc
+    return parse_config(data, str(path)).resolved(path.resolve().parent)
+
+
+EXAMPLE_CONFIG = '''\
+# songhpo study configuration (TOML). Relative paths resolve against this file's directory.
+
+name = "my-study"                     # study name in the storage
+dataset = "prepared"                  # a directory written by 'songhpo data prepare'
+storage = "sqlite:///songhpo.db"      # any SQLAlchemy URL; postgresql://user@host/db for many workers
+seed = 0                              # sampler seed; trial n trains Word2Vec with seed + n
+trials = 50                           # completed trials the study aims for (all workers together)
+# timeout = 3600                      # seconds per worker
+
+# Metrics to optimise (maximised, except hardneg which is minimised). Any of: ndcg, ndcg_in, ndcg_out,
+# hitrate, hitrate_in, hitrate_out, coherence_genre, coherence_artist, ch_genre, ch_artist, hardneg.
+# One metric = single-objective study (use sampler "tpe" or "random" for the paper's comparisons).
+objectives = ["ndcg", "ch_artist", "ch_genre"]
+
+[sampler]
+name = "nsga2"                        # nsga2 | tpe | random
+population_size = 20                  # NSGA-II generation size
+
+[constraint]
+enabled = true                        # HardNeg safeguard: HardNeg@K <= (1 + tolerance) x baseline
+tolerance = 0.10
+
+[evaluation]
+k = 100                               # neighbours for HitRate / NDCG / HardNeg
+# coherence_k = 100                   # neighbours for local coherence (default: k)
+coherence_sample = 20000              # songs sampled for local coherence
+ch_sample = 50000                     # songs sampled for Calinski-Harabasz
+n_buckets = 10                        # popularity buckets
+
+[training]
+workers = 1                           # gensim threads; 1 is reproducible, more is faster
+
+[heartbeat]
+interval = 10                         # seconds between a running trial's heartbeats
+grace_period = 30                     # a trial silent this long is failed and re-run
+max_retry = 3
+
+# Search space: the paper's five are searched by default (shown here). Add epochs, sample, min_count,
+# min_alpha; a plain value fixes a parameter. Parameters not listed keep gensim's defaults.
+[search_space]
+vector_size = { type = "int", low = 16, high = 256, log = true }
+window = { type = "int", low = 1, high = 20 }
+ns_exponent = { type = "float", low = -1.0, high = 1.0 }
+negative = { type = "int", low = 1, high = 30 }
+alpha = { type = "float", low = 1e-4, high = 1e-1, log = true }
+# epochs = { type = "int", low = 1, high = 30 }
+# sample = { type = "float", low = 1e-5, high = 1e-1, log = true }
+# min_count = 1
+'''

@@ -1,0 +1,381 @@
+"""Study orchestration: storage, creation (with the gensim-default baseline), workers, Pareto fronts.
+
+Any number of workers, on any number of machines, join one study through a shared RDB storage
+(PostgreSQL or MySQL; SQLite on one machine). A worker first makes sure the baseline trial is complete,
+because the HardNeg safeguard of every other trial is relative to it, then optimises until the study
+has ``trials`` completed trials. A killed worker's trial is detected by its missing heartbeat, failed,
+and re-run with the same parameters and seed.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
+from optuna.study import MaxTrialsCallback
+from optuna.trial import FrozenTrial, TrialState
+from sqlalchemy.engine import make_url
+
+from hpo._progress import bar
+from hpo.config import METRIC_DIRECTIONS, StudyConfig, parse_config
+from hpo.dataset import PreparedDataset
+from hpo.errors import InputError
+from hpo.evaluation import evaluation_data
+from metrics.evaluate import EvaluationSettings
+from objectives.trial import Objective, TrialData, baseline_params
+
+_log = logging.getLogger(__name__)
+# Heartbeats, retries and metric names are marked experimental in Optuna 5 but are the documented way.
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+CONFIG_ATTR = "songhpo_config"
+SAFEGUARD_ATTR = "songhpo_safeguard"
+FINGERPRINT_ATTR = "dataset_fingerprint"
+WEAK_SUPPORT = 50
+#: Metrics that need artist / genre labels.
+_NEEDS = {"ch_artist": "artists", "coherence_artist": "artists", "ch_genre": "genres", "coherence_genre": "genres"}
+
+
+def safe_url(url: str) -> str:
+    """The storage URL with any password masked, for logs and output."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - an unparsable URL is reported elsewhere; never echo it raw
+        return "<storage URL>"
+
+
+def open_storage(config: StudyConfig) -> RDBStorage:
+    """An RDB storage with small pools, pre-ping and heartbeats (stale trials are retried)."""
+    # Optuna logs every failed trial with a traceback; the worker logs a one-line reason instead.
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    url = config.storage
+    try:
+        backend = make_url(url).get_backend_name()
+    except Exception as exc:  # noqa: BLE001
+        raise InputError(f"storage: {safe_url(url)!r} is not a valid SQLAlchemy URL") from exc
+    if backend == "sqlite":
+        engine_kwargs: dict[str, Any] = {"connect_args": {"timeout": 60}}
+    else:
+        engine_kwargs = {"pool_size": 2, "max_overflow": 2, "pool_pre_ping": True, "pool_recycle": 1800}
+    try:
+        return RDBStorage(
+            url,
+            engine_kwargs=engine_kwargs,
+            heartbeat_interval=config.heartbeat.interval,
+            grace_period=config.heartbeat.grace_period,
+            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=config.heartbeat.max_retry),
+        )
+    except Exception as exc:  # noqa: BLE001 - driver errors vary; the message must not leak the password
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InputError(f"storage {safe_url(url)}: cannot connect ({type(exc).__name__}: {reason[:200]})") from exc
+
+
+def make_sampler(config: StudyConfig) -> optuna.samplers.BaseSampler:
+    """The sampler named in the config, always passed explicitly (Optuna 5 defaults to TPE)."""
+    seed = config.seed
+    if config.sampler.name == "nsga2":
+        return optuna.samplers.NSGAIISampler(population_size=config.sampler.population_size, seed=seed)
+    if config.sampler.name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True)
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+def safeguard_status(config: StudyConfig, dataset: PreparedDataset) -> dict[str, Any]:
+    """Whether the HardNeg safeguard is on, and the warning to show when it is dropped or weak."""
+    summary = dataset.manifest["hard_negatives"]
+    status: dict[str, Any] = {
+        "enabled": config.constraint.enabled,
+        "tolerance": config.constraint.tolerance,
+        "hard_negative_pairs": int(summary["n_pairs"]),
+        "songs_with_hard_negative": int(summary["n_songs"]),
+        "warning": None,
+    }
+    if not config.constraint.enabled:
+        status["warning"] = "the HardNeg safeguard is disabled in the config"
+    elif summary["n_pairs"] == 0:
+        status["enabled"] = False
+        status["warning"] = (
+            f"HardNeg is unavailable: the dataset has no hard-negative pairs ({summary['scope']} scope, "
+            f"min_cooc {summary['min_cooc']}); the safeguard is dropped. Try 'data prepare --hardneg-scope sequence'"
+        )
+    elif summary["n_songs"] < WEAK_SUPPORT:
+        status["warning"] = (
+            f"the HardNeg safeguard is weak: only {summary['n_songs']} songs have a hard negative "
+            f"(fewer than {WEAK_SUPPORT})"
+        )
+    return status
+
+
+def _check_objectives(config: StudyConfig, dataset: PreparedDataset) -> None:
+    counts = dataset.counts
+    for metric in config.objectives:
+        need = _NEEDS.get(metric)
+        if need and counts[need] == 0:
+            raise InputError(
+                f"objectives: {metric!r} needs {need[:-1]} labels but dataset {dataset.path} has none; "
+                "remove it from 'objectives'"
+            )
+        if metric == "hardneg" and counts["hard_negative_pairs"] == 0:
+            raise InputError(f"objectives: 'hardneg' is unavailable: dataset {dataset.path} has no hard-negative pairs")
+
+
+def create_study(config: StudyConfig, *, exist_ok: bool = False) -> optuna.Study:
+    """Create the study in its storage, record the config and dataset, and enqueue the baseline."""
+    dataset = PreparedDataset.load(config.dataset)
+    _check_objectives(config, dataset)
+    storage = open_storage(config)
+    if config.name in {s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}:
+        if not exist_ok:
+            raise InputError(
+                f"study {config.name!r} already exists in {safe_url(config.storage)}; "
+                f"join it with 'songhpo study run {config.name} --storage URL' or choose another name"
+            )
+        return load_study(config.name, config.storage)[0]
+    try:
+        study = optuna.create_study(
+            study_name=config.name, storage=storage, directions=config.directions, sampler=make_sampler(config)
+        )
+    except optuna.exceptions.DuplicatedStudyError:
+        # Another worker created it between our check and our insert.
+        return load_study(config.name, config.storage)[0]
+    study.set_metric_names(list(config.objectives))
+    status = safeguard_status(config, dataset)
+    study.set_user_attr(CONFIG_ATTR, config.to_json())
+    study.set_user_attr(FINGERPRINT_ATTR, dataset.fingerprint)
+    study.set_user_attr(SAFEGUARD_ATTR, status)
+    study.enqueue_trial(baseline_params(config.search_space), user_attrs={"baseline": True})
+    if status["warning"]:
+        _log.warning("study %s: %s", config.name, status["warning"])
+    _log.info("created study %s in %s", config.name, safe_url(config.storage))
+    return study
+
+
+def load_study(name: str, storage_url: str, *, config: StudyConfig | None = None) -> tuple[optuna.Study, StudyConfig]:
+    """Load study ``name``, its config from the storage (``config`` overrides it), and its sampler."""
+    probe = config or parse_config({"name": name, "dataset": ".", "storage": storage_url}, "storage")
+    storage = open_storage(probe)
+    try:
+        summary_names = {s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
+    except Exception as exc:  # noqa: BLE001
+        raise InputError(f"storage {safe_url(storage_url)}: cannot list studies ({type(exc).__name__})") from exc
+    if name not in summary_names:
+        known = ", ".join(sorted(summary_names)) or "none"
+        raise InputError(f"study {name!r} not found in {safe_url(storage_url)} (studies there: {known})")
+    bare = optuna.load_study(study_name=name, storage=storage)
+    stored = bare.user_attrs.get(CONFIG_ATTR)
+    if config is None:
+        if stored is None:
+            raise InputError(f"study {name!r} was not created by songhpo (no {CONFIG_ATTR} attribute)")
+        config = parse_config({**stored, "storage": storage_url}, f"study {name!r} config")
+    study = optuna.load_study(study_name=name, storage=storage, sampler=make_sampler(config))
+    return study, config
+
+
+def trial_data(config: StudyConfig, dataset: PreparedDataset) -> TrialData:
+    """Training sentences and validation arrays every trial of the study shares."""
+    settings = EvaluationSettings(
+        k=config.evaluation.k,
+        coherence_k=config.evaluation.coherence_k,
+        coherence_sample=config.evaluation.coherence_sample,
+        ch_sample=config.evaluation.ch_sample,
+        seed=config.seed,
+        n_buckets=config.evaluation.n_buckets,
+    )
+    return TrialData(dataset.training_sentences(), dataset.n_songs, evaluation_data(dataset, "validation"), settings)
+
+
+def baseline_trial(study: optuna.Study) -> FrozenTrial | None:
+    """The completed baseline trial (gensim defaults), if any."""
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        if trial.user_attrs.get("baseline"):
+            return trial
+    return None
+
+
+@dataclass
+class WorkerReport:
+    """What one worker did."""
+
+    completed: int = 0
+    failed: int = 0
+    seconds: float = 0.0
+
+
+def run_worker(
+    study: optuna.Study,
+    config: StudyConfig,
+    *,
+    n_trials: int | None = None,
+    timeout: float | None = None,
+    dataset_path: str | None = None,
+) -> WorkerReport:
+    """Run trials of ``study`` in this process until it has ``config.trials`` completed trials.
+
+    ``n_trials`` caps this worker's own trials (default: no cap), ``timeout`` its seconds. With several
+    workers the study may end with up to ``workers - 1`` trials above the budget (trials already running
+    when it was reached are finished, not thrown away).
+    """
+    dataset = PreparedDataset.load(dataset_path or config.dataset)
+    expected = study.user_attrs.get(FINGERPRINT_ATTR)
+    if expected and dataset.fingerprint != expected:
+        raise InputError(
+            f"{dataset.path}: fingerprint {dataset.fingerprint[:12]} differs from the study's dataset "
+            f"{expected[:12]}; every worker must read the same prepared dataset"
+        )
+    safeguard = study.user_attrs.get(SAFEGUARD_ATTR, {"enabled": False})
+    reference: dict[str, float | None] = {}
+
+    def baseline_hardneg() -> float | None:
+        if "value" not in reference:
+            trial = baseline_trial(study)
+            reference["value"] = None if trial is None else trial.user_attrs.get("hardneg")
+        return reference["value"]
+
+    objective = Objective(
+        trial_data(config, dataset),
+        config.search_space,
+        config.objectives,
+        seed=config.seed,
+        workers=config.training.workers,
+        tolerance=config.constraint.tolerance if safeguard.get("enabled") else None,
+        baseline_hardneg=baseline_hardneg,
+    )
+    report = WorkerReport()
+    start = time.perf_counter()
+    # Failures do not use up the budget of completed trials, but a worker gives up after this many.
+    max_failures = max(10, config.trials)
+    with bar(n_trials or config.trials, f"worker {study.study_name}", unit="trial") as progress:
+
+        def on_trial_end(study: optuna.Study, trial: FrozenTrial) -> None:
+            if trial.state == TrialState.COMPLETE:
+                report.completed += 1
+                values = ", ".join(f"{n}={v:.4g}" for n, v in zip(config.objectives, trial.values))
+                feasible = "" if trial.user_attrs.get("feasible", True) else " (infeasible: HardNeg above the safeguard)"
+                _log.info("trial %d complete: %s%s", trial.number, values, feasible)
+            elif trial.state == TrialState.FAIL:
+                report.failed += 1
+                _log.warning("trial %d failed: %s", trial.number, trial.user_attrs.get("fail_reason", "unknown reason"))
+                if report.failed >= max_failures:
+                    _log.error("worker stops: %d trials failed", report.failed)
+                    study.stop()
+            progress.update(1)
+            _publish_chart(study)
+
+        ran_baseline = _ensure_baseline(study, objective, on_trial_end, timeout)
+        if safeguard.get("enabled") and baseline_hardneg() is None:
+            _log.warning("the baseline has no HardNeg value: every trial is infeasible until it does")
+        elapsed = time.perf_counter() - start
+        remaining = None if n_trials is None else n_trials - int(ran_baseline)
+        done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+        if (remaining is None or remaining > 0) and done < config.trials and (timeout is None or elapsed < timeout):
+            study.optimize(
+                objective,
+                n_trials=remaining,
+                timeout=None if timeout is None else timeout - elapsed,
+                catch=(Exception,),
+                callbacks=[MaxTrialsCallback(config.trials, states=(TrialState.COMPLETE,)), on_trial_end],
+            )
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def _publish_chart(study: optuna.Study) -> None:
+    """Refresh the constraint-aware Pareto chart shown in optuna-dashboard (best effort)."""
+    from dashboards.pareto import publish_pareto_chart
+
+    try:
+        publish_pareto_chart(study, feasible_pareto_front(study))
+    except Exception as exc:  # noqa: BLE001 - a chart must never fail a study
+        _log.warning("could not refresh the dashboard chart: %s", exc)
+
+
+def _ensure_baseline(
+    study: optuna.Study,
+    objective: Objective,
+    callback: Callable[[optuna.Study, FrozenTrial], None],
+    timeout: float | None,
+) -> bool:
+    """Wait until the baseline is complete or definitively failed; run it here if it is waiting.
+
+    Returns whether this worker ran a trial. Waiting happens outside any trial, so a worker never holds
+    a trial while another one is needed to finish the baseline.
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
+    ran = False
+    while True:
+        fail_stale_trials(study)
+        baselines = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("baseline")]
+        states = {t.state for t in baselines}
+        if TrialState.COMPLETE in states or not baselines:
+            return ran
+        if TrialState.WAITING in states:
+            study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[callback])
+            ran = True
+            continue
+        if TrialState.RUNNING not in states:
+            _log.warning("the baseline trial failed; HardNeg safeguard values are unknown")
+            return ran
+        if deadline is not None and time.monotonic() > deadline:
+            return ran
+        time.sleep(1.0)
+
+
+def feasible_pareto_front(study: optuna.Study) -> list[FrozenTrial]:
+    """Completed, feasible, non-dominated trials (the front every table and figure of ours shows).
+
+    Feasibility is the HardNeg constraint set on the trial; trials without it (safeguard off) are
+    feasible. Equals ``study.best_trials`` of Optuna for constrained studies.
+    """
+    directions = [d == optuna.study.StudyDirection.MAXIMIZE for d in study.directions]
+    trials = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if all(v <= 0.0 for v in t.constraints.values())
+    ]
+    signed = [[v if maximise else -v for v, maximise in zip(t.values, directions)] for t in trials]
+
+    def dominates(a: list[float], b: list[float]) -> bool:
+        return all(x >= y for x, y in zip(a, b)) and any(x > y for x, y in zip(a, b))
+
+    front = [t for t, s in zip(trials, signed) if not any(dominates(o, s) for o in signed)]
+    return sorted(front, key=lambda t: t.number)
+
+
+def study_status(study: optuna.Study) -> dict[str, Any]:
+    """Counts by state, the baseline's metrics, the front size and the safeguard status."""
+    trials = study.get_trials(deepcopy=False)
+    counts = {state.name.lower(): sum(t.state == state for t in trials) for state in TrialState}
+    baseline = baseline_trial(study)
+    front = feasible_pareto_front(study)
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    return {
+        "study": study.study_name,
+        "objectives": study.metric_names,
+        "directions": [d.name.lower() for d in study.directions],
+        "trials": counts,
+        "infeasible": sum(not t.user_attrs.get("feasible", True) for t in complete),
+        "pareto_front_size": len(front),
+        "baseline": None
+        if baseline is None
+        else {"trial": baseline.number, **{m: baseline.user_attrs.get(m) for m in METRIC_DIRECTIONS}},
+        "safeguard": study.user_attrs.get(SAFEGUARD_ATTR),
+    }
+
+
+def trial_row(trial: FrozenTrial, metric_names: list[str]) -> dict[str, Any]:
+    """One trial as a flat row: number, objective values, HardNeg and feasibility, params."""
+    row: dict[str, Any] = {"trial": trial.number, "baseline": bool(trial.user_attrs.get("baseline"))}
+    for name, value in zip(metric_names, trial.values or []):
+        row[name] = value
+    row["hardneg"] = trial.user_attrs.get("hardneg")
+    row["feasible"] = trial.user_attrs.get("feasible", True)
+    for name, value in trial.params.items():
+        row[name] = float(value) if isinstance(value, float) and not math.isnan(value) else value
+    return row

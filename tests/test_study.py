@@ -1,0 +1,189 @@
+"""The study engine on SQLite, in-process: baseline, metrics on every trial, the safeguard,
+failures, determinism, and the feasible Pareto front."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+from optuna.distributions import FloatDistribution, IntDistribution
+from optuna.trial import TrialState
+
+from dashboards.pareto import pareto_figure
+from hpo.config import parse_config
+from hpo.dataset import PreparedDataset
+from hpo.errors import InputError
+from hpo.prepare import prepare_dataset
+from hpo.readers import read_input
+from hpo.study import create_study, feasible_pareto_front, load_study, run_worker, study_status, trial_data
+from objectives.trial import run_configuration
+from objectives.word2vec import GENSIM_DEFAULTS
+from tests.conftest import shared_dataset, tiny_study_config
+
+METRIC_KEYS = ["ndcg", "ndcg_in", "ndcg_out", "hitrate", "hardneg", "hardneg_support", "coherence_genre",
+               "coherence_artist", "ch_genre", "ch_artist", "songs_present"]
+
+
+def _run(prepared: Path, tmp_path: Path, name: str = "tiny", **overrides: object) -> optuna.Study:
+    config = parse_config(tiny_study_config(prepared, f"sqlite:///{tmp_path / (name + '.db')}", name=name, **overrides), "test")
+    create_study(config)
+    study, config = load_study(name, config.storage)
+    run_worker(study, config)
+    return study
+
+
+@pytest.fixture(scope="module")
+def finished_study(prepared_synth: Path, tmp_path_factory: pytest.TempPathFactory) -> optuna.Study:
+    return _run(prepared_synth, tmp_path_factory.mktemp("study"))
+
+
+def test_study_records_everything(finished_study: optuna.Study, prepared_synth: Path) -> None:
+    study = finished_study
+    assert isinstance(study.sampler, optuna.samplers.NSGAIISampler)
+    assert study.metric_names == ["ndcg", "ch_artist", "ch_genre"]
+    assert [d.name for d in study.directions] == ["MAXIMIZE"] * 3
+    trials = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(trials) == 6
+    baseline = trials[0]
+    assert baseline.number == 0 and baseline.user_attrs["baseline"] is True
+    # Trial 0 is gensim's default for every searched parameter.
+    searched = ("vector_size", "window", "negative", "ns_exponent", "alpha")
+    assert baseline.params == {k: GENSIM_DEFAULTS[k] for k in searched}
+    for trial in trials:
+        for key in METRIC_KEYS:
+            assert key in trial.user_attrs, key
+        assert trial.values == [trial.user_attrs[m] for m in study.metric_names]
+        assert trial.user_attrs["seed"] == 13 + trial.number
+        assert trial.user_attrs["gensim_params"]["sg"] == 1 and trial.user_attrs["gensim_params"]["epochs"] == 2
+        assert len(trial.user_attrs["buckets"]["by_target"]["ndcg"]) == 10
+        assert trial.user_attrs["train_seconds"] > 0
+        # The safeguard as an Optuna constraint, mirrored in a user attr for the dashboard.
+        violation = trial.user_attrs["hardneg"] - 1.1 * baseline.user_attrs["hardneg"]
+        assert trial.constraints["hardneg"] == pytest.approx(0.0 if trial.number == 0 else violation)
+        assert trial.user_attrs["feasible"] == (trial.constraints["hardneg"] <= 0)
+
+
+def test_trial_metrics_are_reproduced_by_a_fresh_evaluation(finished_study: optuna.Study, prepared_synth: Path) -> None:
+    trial = finished_study.get_trials(states=(TrialState.COMPLETE,))[2]
+    config = parse_config(finished_study.user_attrs["songhpo_config"], "stored config")
+    data = trial_data(config, PreparedDataset.load(prepared_synth))
+    params = {**trial.params, "epochs": 2, "min_count": 1}
+    outcome = run_configuration(data, params, seed=trial.user_attrs["seed"])
+    for key in METRIC_KEYS:
+        assert outcome.metrics[key] == pytest.approx(trial.user_attrs[key], rel=1e-9), key
+
+
+def test_same_seed_same_trials(prepared_synth: Path, tmp_path: Path, finished_study: optuna.Study) -> None:
+    again = _run(prepared_synth, tmp_path)
+    first = finished_study.get_trials()
+    second = again.get_trials()
+    assert [t.params for t in first] == [t.params for t in second]
+    for a, b in zip(first, second):
+        for key in METRIC_KEYS:
+            assert a.user_attrs[key] == b.user_attrs[key], (a.number, key)
+
+
+def test_infeasible_dominating_trial_is_excluded_from_the_front(finished_study: optuna.Study, tmp_path: Path) -> None:
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'copy.db'}", directions=["maximize"] * 3)
+    study.set_metric_names(finished_study.metric_names)
+    for trial in finished_study.get_trials(states=(TrialState.COMPLETE,)):
+        study.add_trial(trial)
+    best = [max(t.values[i] for t in study.trials) for i in range(3)]
+    dominating = optuna.trial.create_trial(
+        values=[v * 2 + 1 for v in best],
+        params={"vector_size": 16, "window": 2, "negative": 3, "ns_exponent": 0.5, "alpha": 0.01},
+        distributions={"vector_size": IntDistribution(8, 100, log=True), "window": IntDistribution(1, 5), "negative": IntDistribution(1, 5),
+                       "ns_exponent": FloatDistribution(-1, 1), "alpha": FloatDistribution(1e-4, 1e-1, log=True)},
+        user_attrs={"feasible": False, "hardneg": 0.9},
+        constraints={"hardneg": 0.5},
+    )
+    study.add_trial(dominating)
+    dominating_number = study.trials[-1].number
+    front = feasible_pareto_front(study)
+    front_numbers = {t.number for t in front}
+    assert dominating_number not in front_numbers and front_numbers
+    # Same front as Optuna's constraint-aware best_trials, and as brute-force dominance over feasible trials.
+    assert front_numbers == {t.number for t in study.best_trials}
+    feasible = [t for t in study.trials if t.constraints["hardneg"] <= 0]
+    brute = {
+        t.number for t in feasible
+        if not any(all(o >= v for o, v in zip(u.values, t.values)) and u.values != t.values for u in feasible)
+    }
+    assert front_numbers == brute
+    # The dashboard chart draws exactly that front, and the dominating trial among the infeasible ones.
+    figure = pareto_figure(study, front)
+    by_name = {trace.name: trace for trace in figure.data}
+    assert sorted(by_name["feasible Pareto front"].dimensions[0]["values"]) == sorted(t.values[0] for t in front)
+    assert max(by_name["infeasible (HardNeg safeguard)"].dimensions[0]["values"]) == dominating.values[0]
+    # Without the dominating trial, the front would have been the finished study's.
+    assert front_numbers == {t.number for t in feasible_pareto_front(finished_study)}
+
+
+def test_failing_trial_is_marked_and_the_study_goes_on(prepared_synth: Path, tmp_path: Path) -> None:
+    overrides = tiny_study_config(prepared_synth, "")["search_space"]
+    space = {**overrides, "min_count": {"type": "categorical", "choices": [1, 5, 1_000_000]}}
+    config = parse_config(
+        tiny_study_config(prepared_synth, f"sqlite:///{tmp_path / 'f.db'}", trials=3, search_space=space), "test"
+    )
+    study = create_study(config)
+    study.enqueue_trial({"min_count": 1_000_000, "vector_size": 16, "window": 2, "negative": 2, "ns_exponent": 0.0, "alpha": 0.01})
+    study, config = load_study("tiny", config.storage)
+    run_worker(study, config)
+    failed = study.get_trials(states=(TrialState.FAIL,))
+    # The enqueued trial fails (the sampler may propose that choice again; those fail the same way).
+    assert failed and failed[0].number == 1
+    for trial in failed:
+        assert trial.params["min_count"] == 1_000_000
+        assert "empty vocabulary: min_count=1000000 keeps no song" in trial.user_attrs["fail_reason"]
+    assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 3
+
+
+def test_objectives_and_safeguard_follow_the_dataset(tmp_path: Path) -> None:
+    prepared = tmp_path / "aotm"
+    prepare_dataset(read_input(shared_dataset("aotm2011")), prepared)
+    storage = f"sqlite:///{tmp_path / 'a.db'}"
+    with pytest.raises(InputError, match="'ch_artist' needs artist labels"):
+        create_study(parse_config(tiny_study_config(prepared, storage), "test"))
+    config = parse_config(tiny_study_config(prepared, storage, objectives=["ndcg", "ch_genre"], trials=2), "test")
+    create_study(config)
+    study, config = load_study("tiny", storage)
+    status = study_status(study)
+    assert status["safeguard"]["enabled"] is False
+    assert "no hard-negative pairs" in status["safeguard"]["warning"]
+    run_worker(study, config)
+    trials = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(trials) == 2
+    for trial in trials:
+        assert trial.user_attrs["hardneg"] is None and trial.user_attrs["ch_artist"] is None
+        assert trial.constraints == {} and trial.user_attrs["feasible"] is True
+        assert math.isfinite(trial.values[1])
+
+
+def test_config_errors_name_the_field(prepared_synth: Path) -> None:
+    base = tiny_study_config(prepared_synth, "sqlite://")
+    cases = [
+        ({"objectives": ["ndcg", "recall"]}, "objectives", "unknown metric 'recall'"),
+        ({"search_space": {"hidden": 3}}, "search_space", "unknown parameter 'hidden'"),
+        ({"search_space": {"window": {"type": "int", "low": 9, "high": 2}}}, "search_space", "low 9.0 is above high 2.0"),
+        ({"sampler": {"name": "cmaes"}}, "sampler.name", "'nsga2'"),
+        ({"trails": 4}, "trails", "Extra inputs are not permitted"),
+        ({"constraint": {"tolerance": -1}}, "constraint.tolerance", "greater than or equal to 0"),
+        ({"search_space": {"vector_size": {"type": "int", "low": 8, "high": 32}}}, "search_space",
+         "excludes gensim's default 100"),
+    ]
+    for override, field, message in cases:
+        with pytest.raises(InputError) as info:
+            parse_config({**base, **override}, "study.toml")
+        text = str(info.value)
+        assert text.startswith("study.toml: field ") and field in text and message in text, text
+
+
+def test_bucket_metrics_match_pairs(finished_study: optuna.Study) -> None:
+    trial = finished_study.best_trials[0]
+    buckets = trial.user_attrs["buckets"]
+    pairs = np.array(buckets["by_target"]["pairs"])
+    assert pairs.sum() == trial.user_attrs["pairs_in"] + trial.user_attrs["pairs_out"]
+    assert all(isinstance(e, (int, float)) for e in buckets["edges"])
