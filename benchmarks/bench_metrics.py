@@ -73,10 +73,16 @@ def make_data(n_songs: int, dim: int, n_pairs: int, seed: int):
         t = np.where(rng.random(m) < 0.6, same, rng.choice(n_songs, m, p=popularity))
         return np.c_[q, t][q != t]
 
+    # Hard negatives: popular songs that co-occur without association; half of them with
+    # a song of their own cluster, which an embedding is likely to place close.
     popular = np.argsort(-popularity)[: n_songs // 5]
     weights = popularity[popular] / popularity[popular].sum()
-    hard = np.c_[rng.choice(popular, n_pairs // 10, p=weights),
-                 rng.choice(popular, n_pairs // 10, p=weights)]
+    m = n_pairs // 10
+    a = rng.choice(popular, m, p=weights)
+    c = clusters[a]
+    near = by_cluster[starts[c] + (rng.random(m) * sizes[c]).astype(np.int64)]
+    b = np.where(rng.random(m) < 0.5, near, rng.choice(popular, m, p=weights))
+    hard = np.c_[a, b][a != b]
     genre = clusters % 25
     genre[rng.random(n_songs) < 0.15] = -1
     artist = clusters * 40 + rng.integers(0, 40, n_songs)
@@ -151,6 +157,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--baseline-queries", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--repeat", type=int, default=3, help="evaluate() runs (min reported)")
     args = parser.parse_args(argv)
 
     faiss.omp_set_num_threads(args.threads)
@@ -169,7 +176,12 @@ def run(args: argparse.Namespace) -> None:
         pairs_in=data.pairs_in[:0], pairs_out=data.pairs_out[:0],
         hard_negative_pairs=data.hard_negative_pairs[:0], artist_labels=data.artist_labels[:2000],
         genre_labels=data.genre_labels[:2000], train_counts=data.train_counts[:2000]), cfg)
-    result, t_eval = timed(evaluate, emb, data, cfg, present=present)
+    runs = []
+    for i in range(args.repeat):
+        runs.append(timed(evaluate, emb, data, cfg, present=present))
+        log(f"  run {i + 1}/{args.repeat}: {runs[-1][1]:.2f} s")
+    result, t_eval = min(runs, key=lambda run: run[1])
+    t_eval_median = float(np.median([t for _, t in runs]))
 
     log("stages one by one")
     stages: list[tuple[str, float]] = []
@@ -246,9 +258,9 @@ def run(args: argparse.Namespace) -> None:
         out.append(f"{name:<48}{t:>10.3f}")
     out.append("-" * 58)
     out.append(f"{'sum of stages':<48}{sum(t for _, t in stages):>10.3f}")
-    out.append(f"{'evaluate() total  (its own timings: knn':<48}{t_eval:>10.3f}")
-    out.append(f"    knn {result.timings['knn']:.3f} s, metrics {result.timings['metrics']:.3f} s,"
-               f" total {result.timings['total']:.3f} s)")
+    out.append(f"{f'evaluate(), whole, best of {args.repeat}':<48}{t_eval:>10.3f}   (knn "
+               f"{result.timings['knn']:.3f}, metrics {result.timings['metrics']:.3f}; "
+               f"median {t_eval_median:.3f})")
     out.append("")
     out.append(f"{'same scope: next-song + HardNeg + coherence':<48}{'seconds':>10}")
     out.append("-" * 58)
@@ -263,7 +275,7 @@ def run(args: argparse.Namespace) -> None:
                f"{len(base['pairs']):,} pairs)")
     out.append(f"{'baseline total (estimated)':<48}{base_total:>10.1f}")
     out.append(f"{'speed-up, same scope':<48}{base_total / ours_scope:>9.0f}x")
-    out.append(f"{'speed-up, vs whole evaluate()':<48}{base_total / t_eval:>9.0f}x")
+    out.append(f"{'speed-up, vs whole evaluate() (best)':<48}{base_total / t_eval:>9.0f}x")
     out.append("")
     out.append(f"agreement on the {subset.size:,}-query subset: identical neighbour lists "
                f"{100 * same_lists:.2f}%")

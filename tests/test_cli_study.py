@@ -1,0 +1,94 @@
+"""The study commands and `songhpo demo` through the real CLI."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+
+import optuna
+import pytest
+
+from hpo.config import EXAMPLE_CONFIG, load_config
+from tests.conftest import run_cli, tiny_study_config, write_toml
+
+
+def test_every_study_command_has_help() -> None:
+    for command in (["study", "--help"], ["study", "init", "--help"], ["study", "create", "--help"],
+                    ["study", "run", "--help"], ["study", "status", "--help"], ["study", "pareto", "--help"],
+                    ["study", "list", "--help"], ["demo", "--help"], ["eval", "--help"]):
+        result = run_cli(*command)
+        assert result.returncode == 0 and "usage: songhpo" in result.stdout, command
+
+
+def test_init_writes_the_example_which_validates(tmp_path: Path) -> None:
+    result = run_cli("study", "init", "--out", str(tmp_path / "study.toml"))
+    assert result.returncode == 0, result.stderr
+    text = (tmp_path / "study.toml").read_text()
+    assert text == EXAMPLE_CONFIG
+    config = load_config(tmp_path / "study.toml")
+    assert config.objectives == ["ndcg", "ch_artist", "ch_genre"] and config.sampler.name == "nsga2"
+    assert config.dataset == (tmp_path / "prepared").resolve()
+    assert config.storage == f"sqlite:///{(tmp_path / 'songhpo.db').resolve()}"
+    assert set(tomllib.loads(text)["search_space"]) == {"vector_size", "window", "ns_exponent", "negative", "alpha"}
+    again = run_cli("study", "init", "--out", str(tmp_path / "study.toml"))
+    assert again.returncode == 2 and "already exists" in again.stderr
+
+
+def test_create_run_status_pareto_list(prepared_synth: Path, tmp_path: Path) -> None:
+    storage = f"sqlite:///{tmp_path / 'cli.db'}"
+    config = write_toml(tmp_path / "study.toml", tiny_study_config(prepared_synth, storage, trials=4))
+    assert run_cli("study", "create", str(config)).returncode == 0
+    duplicate = run_cli("study", "create", str(config))
+    assert duplicate.returncode == 2 and "already exists" in duplicate.stderr
+    first = run_cli("study", "run", str(config), "--n-trials", "2")
+    assert first.returncode == 0, first.stderr
+    assert json.loads(first.stdout)["completed"] == 2
+    # A second worker joins by name only: the config comes from the storage.
+    second = run_cli("study", "run", "tiny", "--storage", storage)
+    assert second.returncode == 0, second.stderr
+    assert json.loads(second.stdout)["completed"] == 2
+    status = json.loads(run_cli("study", "status", "tiny", "--storage", storage, "--json").stdout)
+    assert status["trials"]["complete"] == 4 and status["baseline"]["trial"] == 0
+    text_status = run_cli("study", "status", "tiny", "--storage", storage)
+    assert "baseline (trial 0, gensim defaults)" in text_status.stdout
+    pareto = json.loads(run_cli("study", "pareto", "tiny", "--storage", storage, "--json").stdout)
+    study = optuna.load_study(study_name="tiny", storage=storage)
+    assert sorted(row["trial"] for row in pareto) == sorted(t.number for t in study.best_trials)
+    assert all(row["feasible"] for row in pareto)
+    table = run_cli("study", "pareto", "tiny", "--storage", storage)
+    assert table.returncode == 0 and "ndcg" in table.stdout.splitlines()[1]
+    listing = run_cli("study", "list", "--storage", storage)
+    assert "tiny" in listing.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["study", "status", "nope", "--storage", "sqlite:///{tmp}/x.db"], "study 'nope' not found"),
+        (["study", "run", "{tmp}/missing.toml"], "no such study config"),
+        (["study", "run", "{tmp}/bad.toml"], "unknown metric 'recall'"),
+        (["study", "list", "--storage", "postgresql+psycopg://songhpo:s3cret@127.0.0.1:1/none"], "cannot connect"),
+    ],
+)
+def test_study_errors_are_one_line(tmp_path: Path, args: list[str], fragment: str) -> None:
+    write_toml(tmp_path / "bad.toml", {"name": "b", "dataset": ".", "objectives": ["recall"]})
+    result = run_cli("-q", *[a.replace("{tmp}", str(tmp_path)) for a in args])
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("songhpo: error:") and fragment in lines[0], result.stderr
+    assert "s3cret" not in result.stderr  # a storage password is never printed
+
+
+def test_demo_runs_end_to_end(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    result = run_cli("demo", "--out", str(out), "--trials", "4", "--sequences", "1500", "--tracks", "500")
+    assert result.returncode == 0, result.stderr
+    assert "feasible Pareto front of demo" in result.stdout and "next:" in result.stdout
+    study = optuna.load_study(study_name="demo", storage=f"sqlite:///{out / 'songhpo.db'}")
+    assert len([t for t in study.trials if t.state.name == "COMPLETE"]) == 4
+    assert study.metric_names == ["ndcg", "ch_artist", "ch_genre"]
+    # The written config reproduces the study's settings.
+    config = load_config(out / "study.toml")
+    assert config.name == "demo" and config.trials == 4 and config.sampler.population_size == 8
+    assert config.search_space["min_count"] == 1

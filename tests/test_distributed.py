@@ -1,0 +1,102 @@
+"""Distributed studies on the real PostgreSQL at 127.0.0.1:5432: several `songhpo study run`
+processes share one study; a worker killed with SIGKILL has its trial re-run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from tests.conftest import run_cli, tiny_study_config, write_toml
+
+pytestmark = pytest.mark.postgres
+
+
+def _worker(config: Path, *extra: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "SONGHPO_PROGRESS": "0"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "hpo", "study", "run", str(config), *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )
+
+
+def test_three_workers_share_one_study(prepared_synth: Path, postgres_url: str, tmp_path: Path) -> None:
+    config = write_toml(tmp_path / "study.toml", tiny_study_config(prepared_synth, postgres_url, trials=9))
+    created = run_cli("study", "create", str(config))
+    assert created.returncode == 0, created.stderr
+    assert "postgresql+psycopg" in created.stdout
+    workers = [_worker(config) for _ in range(3)]
+    reports = []
+    for worker in workers:
+        out, err = worker.communicate(timeout=300)
+        assert worker.returncode == 0, err
+        reports.append(json.loads(out))
+    study = optuna.load_study(study_name="tiny", storage=postgres_url)
+    trials = study.get_trials()
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    # Nothing lost: every trial a worker completed is in the storage, and nothing is left hanging.
+    assert sum(r["completed"] for r in reports) == len(complete)
+    assert 9 <= len(complete) <= 9 + 2
+    assert all(t.state == TrialState.COMPLETE for t in trials)
+    # Nothing duplicated: unique numbers, one baseline, and every worker did some of the work.
+    assert sorted(t.number for t in trials) == list(range(len(trials)))
+    assert sum(bool(t.user_attrs.get("baseline")) for t in trials) == 1
+    assert all(r["completed"] >= 1 for r in reports)
+    assert all("ndcg" in t.user_attrs and "feasible" in t.user_attrs for t in complete)
+    status = run_cli("study", "status", "tiny", "--storage", postgres_url, "--json")
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["trials"]["complete"] == len(complete)
+
+
+def _wait_for_running_trial(storage: str, minimum_number: int, deadline: float) -> optuna.trial.FrozenTrial:
+    while time.monotonic() < deadline:
+        try:
+            study = optuna.load_study(study_name="tiny", storage=storage)
+            running = [t for t in study.get_trials(states=(TrialState.RUNNING,)) if t.number >= minimum_number]
+            if running:
+                return running[0]
+        except KeyError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError("no trial started running in time")
+
+
+def test_killed_worker_trial_is_retried(prepared_synth: Path, postgres_url: str, tmp_path: Path) -> None:
+    # Slower trials (more epochs) so that the kill lands mid-trial.
+    settings = tiny_study_config(prepared_synth, postgres_url, trials=4)
+    settings["search_space"] = {**settings["search_space"], "epochs": 40}  # type: ignore[dict-item]
+    config = write_toml(tmp_path / "study.toml", settings)
+    victim = _worker(config)
+    running = _wait_for_running_trial(postgres_url, 1, time.monotonic() + 120)
+    time.sleep(0.5)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait(timeout=30)
+    assert victim.returncode == -signal.SIGKILL
+    survivor = _worker(config)
+    out, err = survivor.communicate(timeout=300)
+    assert survivor.returncode == 0, err
+
+    study = optuna.load_study(study_name="tiny", storage=postgres_url)
+    trials = {t.number: t for t in study.get_trials()}
+    killed = trials[running.number]
+    assert killed.state == TrialState.FAIL  # failed by the survivor's stale-heartbeat check
+    retries = [t for t in trials.values() if t.system_attrs.get("failed_trial") == running.number]
+    assert len(retries) == 1
+    retry = retries[0]
+    assert retry.state == TrialState.COMPLETE
+    assert retry.params == killed.params
+    assert retry.user_attrs["seed"] == killed.user_attrs["seed"] == 13 + running.number
+    complete = [t for t in trials.values() if t.state == TrialState.COMPLETE]
+    assert len(complete) == 4
+    assert all(t.state in (TrialState.COMPLETE, TrialState.FAIL) for t in trials.values())
+    # Every trial completed before the kill is intact.
+    for number in range(running.number):
+        assert trials[number].state == TrialState.COMPLETE and "ndcg" in trials[number].user_attrs
