@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 import time
 
@@ -167,6 +168,7 @@ def main(argv: list[str] | None = None) -> None:
 
 def run(args: argparse.Namespace) -> None:
     k = args.k
+    load_start = os.getloadavg()[0]
     log(f"generating {args.songs} songs x {args.dim} d, {args.pairs} pairs")
     emb, present, data = make_data(args.songs, args.dim, args.pairs, args.seed)
     cfg = EvaluationSettings(k=k)
@@ -250,7 +252,8 @@ def run(args: argparse.Namespace) -> None:
                f"pairs {m['pairs_in']:,} in + {m['pairs_out']:,} out, k {k}, "
                f"threads {args.threads}")
     out.append(f"hard-negative pairs {len(data.hard_negative_pairs):,}; distinct query songs "
-               f"{queries.size:,}")
+               f"{queries.size:,}; 1-min load average {load_start:.2f} at start, "
+               f"{os.getloadavg()[0]:.2f} at end (machine shared with other processes)")
     out.append("")
     out.append(f"{'stage (metrics/)':<48}{'seconds':>10}")
     out.append("-" * 58)

@@ -104,10 +104,16 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("--force", action="store_true", help="replace --out if it exists")
     prepare.set_defaults(handler=_cmd_prepare)
 
+    from hpo.cli_concepts import add_concepts_command
+    from hpo.cli_dashboard import add_dashboard_commands
     from hpo.cli_eval import add_eval_command
+    from hpo.cli_results import add_result_commands
 
     add_eval_command(commands)
-    _add_study_commands(commands)
+    study_commands = _add_study_commands(commands)
+    add_result_commands(commands, study_commands)
+    add_dashboard_commands(commands)
+    add_concepts_command(commands)
     _add_demo_command(commands)
     return parser
 
@@ -120,7 +126,7 @@ def _storage_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _add_study_commands(commands: Any) -> None:
+def _add_study_commands(commands: Any) -> Any:
     study = commands.add_parser("study", help="create, run and inspect studies", description="Create, run and inspect studies.")
     sub = study.add_subparsers(title="study commands", metavar="COMMAND")
 
@@ -167,6 +173,7 @@ def _add_study_commands(commands: Any) -> None:
     listing = sub.add_parser("list", help="studies in a storage", description="List the studies in a storage.")
     _storage_argument(listing)
     listing.set_defaults(handler=_cmd_study_list)
+    return sub
 
 
 def _add_demo_command(commands: Any) -> None:

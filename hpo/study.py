@@ -195,6 +195,8 @@ def load_study(name: str, storage_url: str, *, config: StudyConfig | None = None
         if stored is None:
             raise InputError(f"study {name!r} was not created by songhpo (no {CONFIG_ATTR} attribute)")
         config = parse_config({**stored, "storage": storage_url}, f"study {name!r} config")
+        # Heartbeat settings are the study's, not the defaults the probe was opened with.
+        storage = open_storage(config)
     study = optuna.load_study(study_name=name, storage=storage, sampler=make_sampler(config))
     return study, config
 

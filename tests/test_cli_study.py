@@ -92,3 +92,44 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     config = load_config(out / "study.toml")
     assert config.name == "demo" and config.trials == 4 and config.sampler.population_size == 8
     assert config.search_space["min_count"] == 1
+
+
+def test_ctrl_c_marks_the_running_trial_and_keeps_the_rest(prepared_synth: Path, tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from optuna.trial import TrialState
+
+    storage = f"sqlite:///{tmp_path / 'int.db'}"
+    settings = tiny_study_config(prepared_synth, storage, trials=50)
+    settings["search_space"] = {**settings["search_space"], "epochs": 40}  # type: ignore[dict-item]
+    config = write_toml(tmp_path / "study.toml", settings)
+    worker = subprocess.Popen([sys.executable, "-m", "hpo", "study", "run", str(config)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env={**os.environ, "SONGHPO_PROGRESS": "0"})
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            study = optuna.load_study(study_name="tiny", storage=storage)
+            if study.get_trials(states=(TrialState.COMPLETE,)) and study.get_trials(states=(TrialState.RUNNING,)):
+                break
+        except KeyError:
+            pass
+        time.sleep(0.2)
+    worker.send_signal(signal.SIGINT)
+    _, err = worker.communicate(timeout=60)
+    assert worker.returncode == 130, err
+    assert "songhpo: interrupted" in err and "Traceback" not in err
+    study = optuna.load_study(study_name="tiny", storage=storage)
+    states = [t.state for t in study.trials]
+    assert TrialState.RUNNING not in states and TrialState.WAITING not in states
+    interrupted = [t for t in study.trials if t.state == TrialState.FAIL]
+    assert len(interrupted) == 1 and interrupted[0].user_attrs["fail_reason"].startswith("interrupted")
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert complete and all("ndcg" in t.user_attrs for t in complete)
+    # The storage is intact: another worker continues the same study.
+    again = run_cli("study", "run", str(config), "--n-trials", "1")
+    assert again.returncode == 0, again.stderr

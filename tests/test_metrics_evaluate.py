@@ -135,8 +135,12 @@ def test_evaluate_table_covers_exactly_the_needed_songs(monkeypatch):
     emb, present, data = make_case(3)
     seen = []
     real_knn_table = metrics.knn.knn_table
-    monkeypatch.setattr(metrics.knn, "knn_table",
-                        lambda *a, **kw: seen.append(real_knn_table(*a, **kw)) or seen[-1])
+
+    def spy_knn_table(*args, **kwargs):
+        seen.append(real_knn_table(*args, **kwargs))
+        return seen[-1]
+
+    monkeypatch.setattr(metrics.knn, "knn_table", spy_knn_table)
     cfg = EvaluationSettings(k=10, coherence_sample=40, seed=1)
     evaluate(emb, data, cfg, present=present)
     ok = present_mask(emb, present)

@@ -187,3 +187,11 @@ def test_bucket_metrics_match_pairs(finished_study: optuna.Study) -> None:
     pairs = np.array(buckets["by_target"]["pairs"])
     assert pairs.sum() == trial.user_attrs["pairs_in"] + trial.user_attrs["pairs_out"]
     assert all(isinstance(e, (int, float)) for e in buckets["edges"])
+
+
+def test_joining_by_name_uses_the_study_heartbeat(finished_study: optuna.Study) -> None:
+    config = parse_config(finished_study.user_attrs["songhpo_config"], "stored")
+    study, loaded = load_study(config.name, config.storage)
+    assert loaded.heartbeat.interval == 1 and loaded.heartbeat.grace_period == 4
+    assert study._storage.get_heartbeat_interval() == 1  # what the worker's heartbeat thread uses
+    assert isinstance(study.sampler, optuna.samplers.NSGAIISampler) and study.sampler._population_size == 4
