@@ -173,3 +173,19 @@ def row_chunks(n_rows: int, row_width: int) -> Iterator[slice]:
     step = max(1, _CHUNK_ELEMENTS // max(1, row_width))
     for start in range(0, n_rows, step):
         yield slice(start, min(start + step, n_rows))
+
+
+def present_query_rows(table: object, songs: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(songs, rows)`` of the ``songs`` that are present queries of kNN ``table``.
+
+    A song the table was not built for raises: averaging without it would silently bias a metric.
+    ``what`` names the songs in the message.
+    """
+    rows = table.rows(songs)  # type: ignore[attr-defined]
+    if (rows < 0).any():
+        missing = songs[rows < 0]
+        raise ValueError(
+            f"table has no row for {missing.size} song(s) {what} "
+            f"(e.g. {missing[:5].tolist()}); query them when building the table")
+    keep = table.query_present[rows]  # type: ignore[attr-defined]
+    return songs[keep], rows[keep]

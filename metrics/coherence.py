@@ -80,13 +80,8 @@ def local_coherence(table: KnnTable, labels: npt.ArrayLike, songs: npt.ArrayLike
     k = _v.check_int(k, "k", minimum=1, maximum=table.k)
     labels = _v.as_labels(labels, table.n_songs, "labels")
     songs = np.unique(_v.as_song_ids(songs, table.n_songs, "songs"))
-    rows = table.rows(songs)
-    if (rows < 0).any():
-        missing = songs[rows < 0]
-        raise ValueError(
-            f"table has no row for {missing.size} song(s) of songs "
-            f"(e.g. {missing[:5].tolist()}); query them when building the table")
-    keep = (labels[songs] >= 0) & table.query_present[rows]
+    songs, rows = _v.present_query_rows(table, songs, "of songs")
+    keep = labels[songs] >= 0
     songs, rows = songs[keep], rows[keep]
     if songs.size == 0:
         return None, 0

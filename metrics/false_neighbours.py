@@ -68,14 +68,7 @@ def hardneg_at_k(table: KnnTable, hard_negative_pairs: npt.ArrayLike, k: int, *,
         songs = with_negatives
     else:
         songs = np.intersect1d(songs, with_negatives)
-    rows = table.rows(songs)
-    if (rows < 0).any():
-        missing = songs[rows < 0]
-        raise ValueError(
-            f"table has no row for {missing.size} song(s) to average over "
-            f"(e.g. {missing[:5].tolist()}); query them when building the table")
-    keep = table.query_present[rows]
-    songs, rows = songs[keep], rows[keep]
+    songs, rows = _v.present_query_rows(table, songs, "to average over")
     if songs.size == 0:
         return None, 0
 
