@@ -1,8 +1,10 @@
-"""The constraint-aware Pareto-front chart, for optuna-dashboard and the reports.
+"""The constraint-aware Pareto-front charts, for optuna-dashboard and the HTML report.
 
 optuna-dashboard 0.21 draws its own Pareto front without Optuna 5's constraints, so infeasible trials
-can appear on it. This chart marks the feasible front, greys infeasible trials and marks the baseline;
-:func:`publish_pareto_chart` saves it into the study, where the dashboard shows it on the study page.
+can appear on it. These charts mark the feasible front (:func:`hpo.study.feasible_pareto_front`), grey
+infeasible trials and mark the baseline: :func:`pareto_figure` as 2-D panels (one per objective pair),
+:func:`pareto_3d_figure` in 3-D. :func:`publish_pareto_chart` saves the 2-D chart into the study, where
+the dashboard shows it on the study page. Every trace carries the trial numbers as ``customdata``.
 """
 
 from __future__ import annotations
@@ -14,10 +16,34 @@ import plotly.graph_objects as go
 from optuna.trial import FrozenTrial, TrialState
 
 PARETO_GRAPH_ID = "songhpo-feasible-pareto"
+FRONT = "feasible Pareto front"
+FEASIBLE = "feasible"
+INFEASIBLE = "infeasible (HardNeg safeguard)"
+BASELINE = "baseline (gensim defaults)"
+_STYLE = {
+    FRONT: {"color": "#d62728", "size": 10, "symbol": "circle"},
+    FEASIBLE: {"color": "#9ecae1", "size": 7, "symbol": "circle"},
+    INFEASIBLE: {"color": "#bdbdbd", "size": 7, "symbol": "x"},
+    BASELINE: {"color": "#000000", "size": 14, "symbol": "star"},
+}
+# Scatter3d knows fewer marker symbols than 2-D scatter.
+_SYMBOL_3D = {"circle": "circle", "x": "x", "star": "diamond"}
 
 
 def _is_feasible(trial: FrozenTrial) -> bool:
     return all(v <= 0.0 for v in trial.constraints.values())
+
+
+def _groups(study: optuna.Study, front: list[FrozenTrial]) -> dict[str, list[FrozenTrial]]:
+    """Completed trials by how they are drawn; the baseline is also in its feasibility group."""
+    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    front_numbers = {t.number for t in front}
+    return {
+        FRONT: [t for t in trials if t.number in front_numbers],
+        FEASIBLE: [t for t in trials if t.number not in front_numbers and _is_feasible(t)],
+        INFEASIBLE: [t for t in trials if not _is_feasible(t)],
+        BASELINE: [t for t in trials if t.user_attrs.get("baseline")],
+    }
 
 
 def _hover(trial: FrozenTrial, names: list[str]) -> str:
@@ -25,53 +51,70 @@ def _hover(trial: FrozenTrial, names: list[str]) -> str:
     params = "<br>".join(f"{k}: {v:.4g}" if isinstance(v, float) else f"{k}: {v}" for k, v in trial.params.items())
     hardneg = trial.user_attrs.get("hardneg")
     extra = f"<br>hardneg: {hardneg:.4g}" if isinstance(hardneg, (int, float)) else ""
-    return f"trial {trial.number}<br>{values}{extra}<br>{params}"
+    flags = (("baseline", trial.user_attrs.get("baseline")), ("infeasible", not _is_feasible(trial)))
+    tags = [tag for tag, on in flags if on]
+    head = f"trial {trial.number}" + (f" ({', '.join(tags)})" if tags else "")
+    return f"{head}<br>{values}{extra}<br>{params}"
 
 
 def pareto_figure(study: optuna.Study, front: list[FrozenTrial]) -> go.Figure:
-    """Scatter (2 objectives) or scatter-matrix (3+) of completed trials.
+    """Scatter (2 objectives), scatter-matrix of every objective pair (3+), or values by trial (1).
 
     ``front`` is the feasible Pareto front (see :func:`hpo.study.feasible_pareto_front`); it is drawn in
-    colour, other feasible trials in light blue, infeasible trials in grey, the baseline as a star.
+    red, other feasible trials in light blue, infeasible trials in grey, the baseline as a star. Trace
+    names are :data:`FRONT`, :data:`FEASIBLE`, :data:`INFEASIBLE` and :data:`BASELINE`.
     """
     names = study.metric_names or [f"objective {i}" for i in range(len(study.directions))]
-    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    front_numbers = {t.number for t in front}
-    groups = {
-        "feasible Pareto front": [t for t in trials if t.number in front_numbers],
-        "feasible": [t for t in trials if t.number not in front_numbers and _is_feasible(t)],
-        "infeasible (HardNeg safeguard)": [t for t in trials if not _is_feasible(t)],
-        "baseline (gensim defaults)": [t for t in trials if t.user_attrs.get("baseline")],
-    }
-    style = {
-        "feasible Pareto front": {"color": "#d62728", "size": 10, "symbol": "circle"},
-        "feasible": {"color": "#9ecae1", "size": 7, "symbol": "circle"},
-        "infeasible (HardNeg safeguard)": {"color": "#bdbdbd", "size": 7, "symbol": "x"},
-        "baseline (gensim defaults)": {"color": "#000000", "size": 14, "symbol": "star"},
-    }
+    groups = _groups(study, front)
     figure = go.Figure()
-    if len(names) == 1:
-        for label, members in groups.items():
-            figure.add_trace(go.Scatter(
-                x=[t.number for t in members], y=[t.values[0] for t in members], mode="markers", name=label,
-                marker=style[label], text=[_hover(t, names) for t in members], hoverinfo="text"))
-        figure.update_layout(xaxis_title="trial", yaxis_title=names[0])
-    elif len(names) == 2:
-        for label, members in groups.items():
-            figure.add_trace(go.Scatter(
-                x=[t.values[0] for t in members], y=[t.values[1] for t in members], mode="markers", name=label,
-                marker=style[label], text=[_hover(t, names) for t in members], hoverinfo="text"))
-        figure.update_layout(xaxis_title=names[0], yaxis_title=names[1])
-    else:
-        for label, members in groups.items():
+    for label, members in groups.items():
+        common = {"name": label, "marker": _STYLE[label], "text": [_hover(t, names) for t in members],
+                  "hoverinfo": "text", "customdata": [t.number for t in members]}
+        if len(names) == 1:
+            figure.add_trace(go.Scatter(x=[t.number for t in members], y=[t.values[0] for t in members],
+                                        mode="markers", **common))
+        elif len(names) == 2:
+            figure.add_trace(go.Scatter(x=[t.values[0] for t in members], y=[t.values[1] for t in members],
+                                        mode="markers", **common))
+        else:
             figure.add_trace(go.Splom(
                 dimensions=[{"label": n, "values": [t.values[i] for t in members]} for i, n in enumerate(names)],
-                name=label, marker=style[label], text=[_hover(t, names) for t in members], hoverinfo="text",
-                diagonal_visible=False, showupperhalf=False))
+                diagonal_visible=False, showupperhalf=False, **common))
+    if len(names) == 1:
+        figure.update_layout(xaxis_title="trial", yaxis_title=_axis_title(study, 0))
+    elif len(names) == 2:
+        figure.update_layout(xaxis_title=_axis_title(study, 0), yaxis_title=_axis_title(study, 1))
     figure.update_layout(
         title=f"{study.study_name}: feasible Pareto front (HardNeg safeguard applied)", legend_title_text="trials",
         template="plotly_white")
     return figure
+
+
+def pareto_3d_figure(study: optuna.Study, front: list[FrozenTrial]) -> go.Figure | None:
+    """The first three objectives in 3-D, styled like :func:`pareto_figure`; ``None`` below 3 objectives."""
+    names = study.metric_names or [f"objective {i}" for i in range(len(study.directions))]
+    if len(names) < 3:
+        return None
+    figure = go.Figure()
+    for label, members in _groups(study, front).items():
+        style = _STYLE[label]
+        figure.add_trace(go.Scatter3d(
+            x=[t.values[0] for t in members], y=[t.values[1] for t in members], z=[t.values[2] for t in members],
+            mode="markers", name=label, text=[_hover(t, names) for t in members], hoverinfo="text",
+            customdata=[t.number for t in members],
+            marker={"color": style["color"], "size": style["size"] * 0.6, "symbol": _SYMBOL_3D[style["symbol"]]}))
+    figure.update_layout(
+        title=f"{study.study_name}: feasible Pareto front in 3-D (HardNeg safeguard applied)",
+        scene={"xaxis_title": _axis_title(study, 0), "yaxis_title": _axis_title(study, 1),
+               "zaxis_title": _axis_title(study, 2)},
+        legend_title_text="trials", template="plotly_white", height=650)
+    return figure
+
+
+def _axis_title(study: optuna.Study, index: int) -> str:
+    names = study.metric_names or [f"objective {i}" for i in range(len(study.directions))]
+    better = "higher" if study.directions[index] == optuna.study.StudyDirection.MAXIMIZE else "lower"
+    return f"{names[index]} ({better} is better)"
 
 
 def publish_pareto_chart(study: optuna.Study, front: list[FrozenTrial]) -> str:

@@ -397,7 +397,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     print("next:")
     print(f"  songhpo study status demo --storage {storage}")
     print(f"  songhpo study run {out / 'study.toml'} --n-trials 10   # more trials; start several workers at once")
-    print(f"  optuna-dashboard --host 127.0.0.1 {storage}   # browse trials; see README for what it shows")
+    print(f"  songhpo study evaluate demo --storage {storage} --seeds 3   # the front on the test split, with CIs")
+    print(f"  songhpo report demo --storage {storage} --out {out / 'report.html'}")
+    print(f"  songhpo dashboard --storage {storage}   # optuna-dashboard on http://127.0.0.1:8080")
     return 0
 
 

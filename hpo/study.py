@@ -29,6 +29,7 @@ from hpo.config import METRIC_DIRECTIONS, StudyConfig, parse_config
 from hpo.dataset import PreparedDataset
 from hpo.errors import InputError
 from hpo.evaluation import evaluation_data
+from hpo.results import on_study_created, on_worker_start, record_completed_trial
 from metrics.evaluate import EvaluationSettings
 from objectives.trial import Objective, TrialData, baseline_params
 
@@ -166,9 +167,12 @@ def create_study(config: StudyConfig, *, exist_ok: bool = False) -> optuna.Study
     except optuna.exceptions.DuplicatedStudyError:
         # Another worker created it between our check and our insert.
         return load_study(config.name, config.storage)[0]
+    # Before any trial can complete: rows of an earlier study of the same name are dropped here.
+    on_study_created(study, config, dataset)
     study.set_metric_names(list(config.objectives))
     status = safeguard_status(config, dataset)
-    study.set_user_attr(CONFIG_ATTR, config.to_json())
+    # The storage URL may hold a password, and optuna-dashboard shows study attrs: never store it.
+    study.set_user_attr(CONFIG_ATTR, {k: v for k, v in config.to_json().items() if k != "storage"})
     study.set_user_attr(FINGERPRINT_ATTR, dataset.fingerprint)
     study.set_user_attr(SAFEGUARD_ATTR, status)
     study.enqueue_trial(baseline_params(config.search_space), user_attrs={"baseline": True})
@@ -214,6 +218,22 @@ def trial_data(config: StudyConfig, dataset: PreparedDataset) -> TrialData:
     return TrialData(dataset.training_sentences(), dataset.n_songs, evaluation_data(dataset, "validation"), settings)
 
 
+def study_dataset(study: optuna.Study, config: StudyConfig, dataset_path: str | None = None) -> PreparedDataset:
+    """The prepared dataset of ``study`` (``dataset_path`` overrides the config's path on this machine).
+
+    Refuses a dataset whose fingerprint differs from the one the study was created with: every worker
+    and every re-evaluation must read the same data.
+    """
+    dataset = PreparedDataset.load(dataset_path or config.dataset)
+    expected = study.user_attrs.get(FINGERPRINT_ATTR)
+    if expected and dataset.fingerprint != expected:
+        raise InputError(
+            f"{dataset.path}: fingerprint {dataset.fingerprint[:12]} differs from the study's dataset "
+            f"{expected[:12]}; pass --dataset with the prepared dataset the study used"
+        )
+    return dataset
+
+
 def baseline_trial(study: optuna.Study) -> FrozenTrial | None:
     """The completed baseline trial (gensim defaults), if any."""
     for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
@@ -245,13 +265,8 @@ def run_worker(
     workers the study may end with up to ``workers - 1`` trials above the budget (trials already running
     when it was reached are finished, not thrown away).
     """
-    dataset = PreparedDataset.load(dataset_path or config.dataset)
-    expected = study.user_attrs.get(FINGERPRINT_ATTR)
-    if expected and dataset.fingerprint != expected:
-        raise InputError(
-            f"{dataset.path}: fingerprint {dataset.fingerprint[:12]} differs from the study's dataset "
-            f"{expected[:12]}; every worker must read the same prepared dataset"
-        )
+    dataset = study_dataset(study, config, dataset_path)
+    on_worker_start(study, config, dataset)
     safeguard = study.user_attrs.get(SAFEGUARD_ATTR, {"enabled": False})
     reference: dict[str, float | None] = {}
 
@@ -283,6 +298,8 @@ def run_worker(
                 values = ", ".join(f"{n}={v:.4g}" for n, v in zip(config.objectives, trial.values))
                 feasible = "" if trial.user_attrs.get("feasible", True) else " (infeasible: HardNeg above the safeguard)"
                 _log.info("trial %d complete: %s%s", trial.number, values, feasible)
+                # The SQL result tables follow the study live (a failure is a warning, never the study's end).
+                record_completed_trial(config.storage, study.study_name, trial)
             elif trial.state == TrialState.FAIL:
                 report.failed += 1
                 _log.warning("trial %d failed: %s", trial.number, trial.user_attrs.get("fail_reason", "unknown reason"))

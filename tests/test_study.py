@@ -36,8 +36,13 @@ def _run(prepared: Path, tmp_path: Path, name: str = "tiny", **overrides: object
 
 
 @pytest.fixture(scope="module")
-def finished_study(prepared_synth: Path, tmp_path_factory: pytest.TempPathFactory) -> optuna.Study:
-    return _run(prepared_synth, tmp_path_factory.mktemp("study"))
+def study_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("study")
+
+
+@pytest.fixture(scope="module")
+def finished_study(prepared_synth: Path, study_dir: Path) -> optuna.Study:
+    return _run(prepared_synth, study_dir)
 
 
 def test_study_records_everything(finished_study: optuna.Study, prepared_synth: Path) -> None:
@@ -189,9 +194,11 @@ def test_bucket_metrics_match_pairs(finished_study: optuna.Study) -> None:
     assert all(isinstance(e, (int, float)) for e in buckets["edges"])
 
 
-def test_joining_by_name_uses_the_study_heartbeat(finished_study: optuna.Study) -> None:
-    config = parse_config(finished_study.user_attrs["songhpo_config"], "stored")
-    study, loaded = load_study(config.name, config.storage)
+def test_joining_by_name_uses_the_study_heartbeat(finished_study: optuna.Study, study_dir: Path) -> None:
+    stored = finished_study.user_attrs["songhpo_config"]
+    # The storage URL (it may hold a password) is never stored where optuna-dashboard would show it.
+    assert "storage" not in stored and "tiny.db" not in repr(stored)
+    study, loaded = load_study("tiny", f"sqlite:///{study_dir / 'tiny.db'}")
     assert loaded.heartbeat.interval == 1 and loaded.heartbeat.grace_period == 4
     assert study._storage.get_heartbeat_interval() == 1  # what the worker's heartbeat thread uses
     assert isinstance(study.sampler, optuna.samplers.NSGAIISampler) and study.sampler._population_size == 4
