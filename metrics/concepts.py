@@ -9,8 +9,8 @@ A *concept* is a set of songs (a playlist, a tag, a genre, an artist). The pipel
 2. :func:`concept_similarity` - ``S[i, j]`` = mean over the test positives ``x`` of concept ``i`` of
    ``sigmoid(<w_j, x> + b_j)`` (bias included); :func:`concept_adjacency` - ``A[i, j] = S[i, j] > 1/2``,
    diagonal excluded.
-3. :func:`betweenness` - betweenness centrality of the undirected graph of ``A`` (rustworkx; equal to
-   networkx's ``betweenness_centrality`` with its default normalisation).
+3. :func:`betweenness` - betweenness centrality of the undirected graph of ``A`` (igraph, or rustworkx;
+   equal to networkx's ``betweenness_centrality`` with its default normalisation).
 4. :func:`mine_tree` - the greedy hierarchy of Heymann & Garcia-Molina: nodes in decreasing
    betweenness, each attached to the already-added node ``p`` maximising ``S[p, c]``, or to the root
    when that similarity is ``<= min_sim``.
@@ -21,7 +21,7 @@ A *concept* is a set of songs (a playlist, a tag, a genre, an artist). The pipel
 Concepts are given in CSR form everywhere: ``offsets`` ``(K + 1,)`` and ``members`` (row indices of
 the embedding matrix), concept ``k`` being ``members[offsets[k]:offsets[k + 1]]``. Trees are parent
 arrays: ``parent[c]`` is the parent concept of ``c`` or ``-1`` for the (implicit) root.
-Everything here is pure numpy / scipy / scikit-learn / rustworkx, without I/O.
+Everything here is pure numpy / scipy / scikit-learn / igraph, without I/O.
 """
 
 from __future__ import annotations
@@ -38,11 +38,13 @@ import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
 __all__ = [
+    "BETWEENNESS_BACKENDS",
     "ConceptVectors",
     "alignment",
     "betweenness",
     "concept_adjacency",
     "concept_similarity",
+    "concept_split",
     "edge_accuracy",
     "edge_similarity",
     "graph_structure",
@@ -59,6 +61,8 @@ SPLIT = (0.7, 0.1, 0.2)
 #: Smallest concept that still has >= 3 training, 1 validation and 1 test example.
 MIN_CONCEPT_SIZE = 5
 _DEFAULT_CS = (0.1, 1.0, 10.0, 100.0)
+# Below this many concepts learn_concept_vectors fits in-process whatever n_jobs.
+_PARALLEL_MIN_CONCEPTS = 256
 # Rows of test positives scored against every CAV at once in concept_similarity: bounds the
 # temporary (rows, K) block to ~32 MB of float64 whatever K.
 _SIMILARITY_ELEMENTS = 1 << 22
@@ -102,7 +106,7 @@ class ConceptVectors:
     def __len__(self) -> int:
         return int(self.bias.shape[0])
 
-    def subset(self, keep: npt.ArrayLike) -> "ConceptVectors":
+    def subset(self, keep: npt.ArrayLike) -> ConceptVectors:
         """The concepts selected by ``keep`` (a boolean mask or indices), in that order."""
         idx = np.arange(len(self))[np.asarray(keep)]
         starts, ends = self.test_offsets[idx], self.test_offsets[idx + 1]
@@ -132,6 +136,7 @@ def learn_concept_vectors(
     negative_ratio: float = 1.0,
     cs: Sequence[float] = _DEFAULT_CS,
     max_iter: int = 500,
+    tol: float = 1e-4,
     n_jobs: int | None = 1,
     batch_size: int = 32,
     on_batch: Callable[[int], None] | None = None,
@@ -166,10 +171,11 @@ def learn_concept_vectors(
         Negatives per positive (``> 0``; 1 gives balanced data, as the paper's balanced batches).
     cs : sequence of float
         Candidate inverse regularisation strengths (``> 0``).
-    max_iter : int
-        lbfgs iterations per fit.
+    max_iter, tol : int, float
+        lbfgs iteration cap and stopping tolerance of every fit (scikit-learn's meaning).
     n_jobs : int or None
-        joblib workers (``-1`` = all cores; ``1`` or ``None`` runs in this process).
+        joblib workers (``-1`` = all cores; ``1`` or ``None`` runs in this process, as does any call
+        with fewer than 256 concepts, where starting workers costs more than it saves).
     batch_size : int
         Concepts per joblib task (amortises the per-task overhead).
     on_batch : callable, optional
@@ -201,24 +207,28 @@ def learn_concept_vectors(
             raise ValueError(f"concept {k} has {concept.size} distinct members; expected >= {MIN_CONCEPT_SIZE}")
     eligible_rows = np.flatnonzero(eligible_mask)
     tasks = [list(range(start, min(start + batch_size, len(concepts)))) for start in range(0, len(concepts), batch_size)]
-    settings = {"seed": int(seed), "negative_ratio": float(negative_ratio), "cs": cs, "max_iter": int(max_iter)}
+    fit = {"cs": cs, "max_iter": int(max_iter), "tol": float(tol)}
 
-    def batch_args(ks: list[int]) -> tuple[Any, ...]:
-        return (X, eligible_rows, [(k, concepts[k]) for k in ks], settings)
+    def batch(ks: list[int]) -> list[dict[str, Any]]:
+        # Splits are drawn and rows gathered here, so a worker receives only the rows it fits on,
+        # not the whole matrix (which joblib would hash and memory-map for every task).
+        return [_concept_data(X, eligible_rows, k, concepts[k], seed=int(seed), negative_ratio=float(negative_ratio))
+                for k in ks]
 
     results: list[dict[str, Any]] = []
-    if n_jobs in (None, 1) or len(tasks) == 1:
+    # Starting joblib workers costs about as much as fitting ~100 concepts: not worth it for few.
+    if n_jobs in (None, 1) or len(concepts) < _PARALLEL_MIN_CONCEPTS:
         for ks in tasks:
-            results.extend(_fit_batch(*batch_args(ks)))
+            results.extend(_fit_batch(batch(ks), **fit))
             if on_batch is not None:
                 on_batch(len(ks))
     else:
         from joblib import Parallel, delayed
 
-        # Workers get X and eligible_rows memory-mapped (joblib does so above 1 MB), not copied.
+        # The generator is consumed as workers free up, so gathering overlaps with fitting.
         parallel = Parallel(n_jobs=n_jobs, return_as="generator")
-        for ks, batch in zip(tasks, parallel(delayed(_fit_batch)(*batch_args(ks)) for ks in tasks)):
-            results.extend(batch)
+        for ks, fitted in zip(tasks, parallel(delayed(_fit_batch)(batch(ks), **fit) for ks in tasks)):
+            results.extend(fitted)
             if on_batch is not None:
                 on_batch(len(ks))
     return _collect(results, X.shape[1])
@@ -238,20 +248,18 @@ def _as_csr(offsets: npt.ArrayLike, members: npt.ArrayLike, n_rows: int) -> list
 
 def _split_sizes(n: int) -> tuple[int, int, int]:
     """(train, validation, test) sizes of ``n`` examples: 70/10/20, >= 1 validation and test."""
-    n_test = max(1, int(round(SPLIT[2] * n)))
-    n_val = max(1, int(round(SPLIT[1] * n)))
+    n_test = max(1, round(SPLIT[2] * n))
+    n_val = max(1, round(SPLIT[1] * n))
     return n - n_val - n_test, n_val, n_test
 
 
-def _fit_batch(
-    X: np.ndarray, eligible_rows: np.ndarray, batch: list[tuple[int, np.ndarray]], settings: dict[str, Any]
-) -> list[dict[str, Any]]:
+def _fit_batch(items: list[dict[str, Any]], *, cs: tuple[float, ...], max_iter: int, tol: float) -> list[dict[str, Any]]:
     from threadpoolctl import threadpool_limits
 
     # These fits are tiny: multi-threaded BLAS only adds synchronisation (measured 13x slower with 2
     # threads than with 1), and parallelism comes from running batches in separate workers.
     with threadpool_limits(limits=1):
-        return [_fit_concept(X, eligible_rows, k, positives, **settings) for k, positives in batch]
+        return [_fit_concept(item, cs=cs, max_iter=max_iter, tol=tol) for item in items]
 
 
 def _sample_negatives(rng: np.random.Generator, eligible_rows: np.ndarray, positives: np.ndarray, n: int) -> np.ndarray:
@@ -259,36 +267,70 @@ def _sample_negatives(rng: np.random.Generator, eligible_rows: np.ndarray, posit
     # exist) without materialising the complement of the concept, which is huge for big catalogues.
     draw = rng.choice(eligible_rows.size, size=min(eligible_rows.size, n + positives.size), replace=False)
     rows = eligible_rows[draw]
-    rows = rows[~np.isin(rows, positives, assume_unique=False)]
+    rows = rows[~np.isin(rows, positives)]
     return rows[:n]
 
 
-def _fit_concept(
-    X: np.ndarray, eligible_rows: np.ndarray, k: int, positives: np.ndarray, *, seed: int,
-    negative_ratio: float, cs: tuple[float, ...], max_iter: int,
-) -> dict[str, Any]:
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.linear_model import LogisticRegression
+def concept_split(
+    positives: npt.ArrayLike, eligible_rows: npt.ArrayLike, *, k: int, seed: int = 0, negative_ratio: float = 1.0
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The examples concept ``k`` is trained, validated and tested on (as :func:`learn_concept_vectors`).
 
+    Parameters
+    ----------
+    positives : array_like of int
+        Distinct member rows of the concept.
+    eligible_rows : array_like of int
+        Sorted distinct rows that may be drawn as negatives.
+    k, seed : int
+        The concept's position and the global seed: randomness comes from ``default_rng([seed, k])``.
+    negative_ratio : float
+        Negatives per positive (at least 3 negatives are drawn).
+
+    Returns
+    -------
+    dict
+        ``{"train" | "validation" | "test": (positive_rows, negative_rows)}``; 70/10/20 of each, with
+        at least one validation and one test example of each class.
+    """
+    positives = np.asarray(positives, dtype=np.int64)
+    eligible_rows = np.asarray(eligible_rows, dtype=np.int64)
     rng = np.random.default_rng([seed, k])
-    negatives = _sample_negatives(rng, eligible_rows, positives, max(3, int(round(negative_ratio * positives.size))))
+    negatives = _sample_negatives(rng, eligible_rows, positives, max(3, round(negative_ratio * positives.size)))
     if negatives.size < 3:
-        raise ValueError(f"concept {k}: only {negatives.size} songs outside it can be negatives; expected >= 3")
+        raise ValueError(f"concept {k}: only {negatives.size} rows outside it can be negatives; expected >= 3")
     pos = rng.permutation(positives)
     neg = rng.permutation(negatives)
     p_tr, p_va, _ = _split_sizes(pos.size)
     n_tr, n_va, _ = _split_sizes(neg.size)
-    parts = {
+    return {
         "train": (pos[:p_tr], neg[:n_tr]),
         "validation": (pos[p_tr : p_tr + p_va], neg[n_tr : n_tr + n_va]),
         "test": (pos[p_tr + p_va :], neg[n_tr + n_va :]),
     }
+
+
+def _concept_data(X: np.ndarray, eligible_rows: np.ndarray, k: int, positives: np.ndarray, *, seed: int,
+                  negative_ratio: float) -> dict[str, Any]:
+    parts = concept_split(positives, eligible_rows, k=k, seed=seed, negative_ratio=negative_ratio)
     data = {}
     for name, (p, n) in parts.items():
-        rows = np.concatenate([p, n])
-        data[name] = (X[rows].astype(np.float64), np.r_[np.ones(p.size), np.zeros(n.size)])
+        data[name] = (X[np.concatenate([p, n])].astype(np.float64), np.r_[np.ones(p.size), np.zeros(n.size)])
+    return {
+        "k": k,
+        "data": data,
+        "n_positive": tuple(parts[name][0].size for name in ("train", "validation", "test")),
+        "n_negative": tuple(parts[name][1].size for name in ("train", "validation", "test")),
+        "test": np.sort(parts["test"][0]),
+    }
 
-    model = LogisticRegression(class_weight="balanced", max_iter=max_iter, warm_start=True)
+
+def _fit_concept(item: dict[str, Any], *, cs: tuple[float, ...], max_iter: int, tol: float) -> dict[str, Any]:
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+
+    data = item["data"]
+    model = LogisticRegression(class_weight="balanced", max_iter=max_iter, tol=tol, warm_start=True)
     best: tuple[float, float, np.ndarray, float] | None = None
     x_val, y_val = data["validation"]
     for c in cs:
@@ -303,15 +345,12 @@ def _fit_concept(
     assert best is not None
     _, c, w, b = best
     return {
-        "k": k,
+        **{key: value for key, value in item.items() if key != "data"},
         "w": w,
         "b": b,
         "c": c,
         "accuracy": _balanced_accuracy(data["test"][0] @ w + b, data["test"][1]),
         "validation_accuracy": _balanced_accuracy(x_val @ w + b, y_val),
-        "n_positive": (p_tr, p_va, pos.size - p_tr - p_va),
-        "n_negative": (n_tr, n_va, neg.size - n_tr - n_va),
-        "test": np.sort(parts["test"][0]),
     }
 
 
@@ -424,29 +463,80 @@ def _undirected_pairs(adjacency: np.ndarray) -> np.ndarray:
     return np.argwhere(np.triu(sym, 1))
 
 
-def betweenness(adjacency: npt.ArrayLike) -> np.ndarray:
+BETWEENNESS_BACKENDS = ("igraph", "rustworkx")
+# Below this many edge visits (nodes x edges, ~5 ns each in igraph) one process is faster than
+# starting workers for igraph's source-subset runs.
+_PARALLEL_MIN_WORK = 5e8
+
+
+def betweenness(adjacency: npt.ArrayLike, *, backend: str = "igraph", n_jobs: int | None = 1) -> np.ndarray:
     """Betweenness centrality of every node of the undirected graph of ``adjacency``.
 
-    ``{i, j}`` is an edge when ``A[i, j]`` or ``A[j, i]`` (the diagonal is ignored). Computed by
-    rustworkx (Brandes' algorithm, parallel over sources) with networkx's default normalisation for
-    undirected graphs: the sum over pairs ``{s, t}`` of the share of shortest ``s``-``t`` paths through
-    the node, divided by ``(n - 1)(n - 2) / 2``. Equals ``networkx.betweenness_centrality(G)``.
+    ``{i, j}`` is an edge when ``A[i, j]`` or ``A[j, i]`` (the diagonal is ignored). The value is
+    networkx's ``betweenness_centrality(G)`` (default normalisation for undirected graphs): the sum
+    over unordered pairs ``{s, t}`` (``s, t != v``) of the share of shortest ``s``-``t`` paths through
+    ``v``, divided by ``(n - 1)(n - 2) / 2``.
+
+    Parameters
+    ----------
+    adjacency : array_like of bool, shape (K, K)
+    backend : {"igraph", "rustworkx"}
+        Library running Brandes' algorithm. igraph (C) is the default: on the paper-scale graph (3,500
+        nodes, 11% density) it took 12-17 s in one process where rustworkx (Rust, all cores) took
+        205-380 s and networkx about 15 minutes (``benchmarks/bench_concepts.py``).
+    n_jobs : int or None
+        igraph only: processes sharing the sources (Brandes' algorithm is a sum over sources; igraph
+        computes it for a subset of sources), ``-1`` for all cores. Small graphs (``nodes x edges <
+        5e8``) always run in this process. Sums of partial results may differ from one process in the
+        last bits (~1e-15 relative).
 
     Returns
     -------
     np.ndarray, shape (K,), float64
     """
-    import rustworkx as rx
-
     A = _as_square(adjacency, "adjacency").astype(bool)
     n = A.shape[0]
-    graph = rx.PyGraph(multigraph=False)
-    graph.add_nodes_from(range(n))
     pairs = _undirected_pairs(A)
-    if pairs.size:
-        graph.extend_from_edge_list(list(map(tuple, pairs.tolist())))
-    mapping = rx.graph_betweenness_centrality(graph, normalized=True, endpoints=False)
-    return np.array([mapping[i] for i in range(n)], dtype=np.float64)
+    if backend == "igraph":
+        workers = _n_workers(n_jobs)
+        if workers > 1 and float(n) * len(pairs) >= _PARALLEL_MIN_WORK:
+            from joblib import Parallel, delayed
+
+            chunks = np.array_split(np.arange(n), workers)
+            parts = Parallel(n_jobs=workers)(delayed(_igraph_betweenness)(pairs, n, c) for c in chunks)
+            raw = np.sum(parts, axis=0)
+        else:
+            raw = _igraph_betweenness(pairs, n, None)
+        # igraph counts each unordered pair once, unnormalised.
+        return raw * (2.0 / ((n - 1) * (n - 2))) if n > 2 else raw
+    if backend == "rustworkx":
+        import rustworkx as rx
+
+        graph = rx.PyGraph(multigraph=False)
+        graph.add_nodes_from(range(n))
+        if pairs.size:
+            graph.extend_from_edge_list(list(map(tuple, pairs.tolist())))
+        mapping = rx.graph_betweenness_centrality(graph, normalized=True, endpoints=False)
+        return np.array([mapping[i] for i in range(n)], dtype=np.float64)
+    raise ValueError(f"backend must be one of {BETWEENNESS_BACKENDS}, got {backend!r}")
+
+
+def _n_workers(n_jobs: int | None) -> int:
+    import os
+
+    if n_jobs is None or n_jobs == 1:
+        return 1
+    cores = os.cpu_count() or 1
+    return max(1, cores + 1 + n_jobs if n_jobs < 0 else n_jobs)
+
+
+def _igraph_betweenness(pairs: np.ndarray, n: int, sources: np.ndarray | None) -> np.ndarray:
+    """Unnormalised igraph betweenness from the shortest paths starting at ``sources`` (None: all)."""
+    import igraph
+
+    graph = igraph.Graph(n=n, edges=np.asarray(pairs).tolist(), directed=False)
+    values = graph.betweenness(directed=False, sources=None if sources is None else sources.tolist())
+    return np.asarray(values, dtype=np.float64).reshape(n)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -521,7 +611,7 @@ def graph_structure(edges: npt.ArrayLike, n_nodes: int) -> dict[str, int]:
     graph = sp.coo_matrix((np.ones(len(e)), (e[:, 0], e[:, 1])), shape=(n_nodes, n_nodes)).tocsr()
     n_components = connected_components(graph, directed=False)[0] if n_nodes else 0
     degree = np.bincount(e.ravel(), minlength=n_nodes)
-    return {"edges": int(len(e)), "components": int(n_components), "isolated": int((degree == 0).sum())}
+    return {"edges": len(e), "components": int(n_components), "isolated": int((degree == 0).sum())}
 
 
 def structure_table(similarity: npt.ArrayLike, adjacency: npt.ArrayLike, parent: npt.ArrayLike, *, seed: int = 0) -> list[dict[str, Any]]:
@@ -635,7 +725,7 @@ def alignment(
         rows.append({
             "source": name,
             "metric": metric,
-            "edges": int(len(edges)),
+            "edges": len(edges),
             "tree": float(values.mean()) if values.size else None,
             "tree_ci95": float(1.96 * values.std(ddof=1) / math.sqrt(values.size)) if values.size > 1 else None,
             "random_tree": float(np.mean(random_means)) if random_means else None,
