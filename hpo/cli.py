@@ -10,6 +10,7 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -339,8 +340,9 @@ def _cmd_study_list(args: argparse.Namespace) -> int:
     import optuna
 
     from hpo.config import parse_config
-    from hpo.study import open_storage
+    from hpo.study import open_storage, require_sqlite_file
 
+    require_sqlite_file(args.storage)
     storage = open_storage(parse_config({"name": "-", "dataset": ".", "storage": args.storage}, "--storage"))
     rows = []
     for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
@@ -353,23 +355,17 @@ def _cmd_study_list(args: argparse.Namespace) -> int:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     from hpo.config import parse_config
-    from hpo.prepare import PrepareParams, prepare_dataset
-    from hpo.readers import read_input
-    from hpo.study import create_study, load_study, run_worker
-    from hpo.synth import SynthParams, write_synthetic
+    from hpo.prepare import PrepareParams
+    from hpo.study import load_study
+    from hpo.synth import SynthParams
 
     out: Path = args.out.resolve()
     if out.exists() and not args.force:
         raise InputError(f"{out}: already exists; pass --force to start over or choose another --out")
-    if out.exists():
-        import shutil
-
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
-    _log.info("demo 1/3: synthetic data (%d sessions, %d tracks)", args.sequences, args.tracks)
-    write_synthetic(out / "data", SynthParams(sequences=args.sequences, tracks=args.tracks, seed=args.seed))
-    _log.info("demo 2/3: preparing splits and hard negatives")
-    prepare_dataset(read_input(out / "data"), out / "prepared", PrepareParams(seed=args.seed))
+    synth = SynthParams(sequences=args.sequences, tracks=args.tracks, seed=args.seed)
+    synth.validate()
+    prepare = PrepareParams(seed=args.seed)
+    prepare.validate()
     storage = f"sqlite:///{out / 'songhpo.db'}"
     config = parse_config(
         {
@@ -384,14 +380,16 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         },
         "demo",
     )
-    from hpo._atomic import atomic_write_text
-
-    atomic_write_text(out / "study.toml", _demo_toml(config))
-    _log.info("demo 3/3: NSGA-II study of %d trials on %s", args.trials, out / "songhpo.db")
-    create_study(config)
-    study, config = load_study("demo", storage, config=config)
-    run_worker(study, config)
-    rows = _pareto_rows(study)
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    try:
+        _run_demo(out, synth, prepare, config)
+    except BaseException:
+        # Nothing half-written: a demo that did not finish leaves no directory behind.
+        shutil.rmtree(out, ignore_errors=True)
+        raise
+    rows = _pareto_rows(load_study("demo", storage, config=config)[0])
     _print_rows(rows, "feasible Pareto front of demo (validation; baseline = gensim defaults)")
     print()
     print("next:")
@@ -401,6 +399,24 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     print(f"  songhpo report demo --storage {storage} --out {out / 'report.html'}")
     print(f"  songhpo dashboard --storage {storage}   # optuna-dashboard on http://127.0.0.1:8080")
     return 0
+
+
+def _run_demo(out: Path, synth: Any, prepare: Any, config: Any) -> None:
+    from hpo._atomic import atomic_write_text
+    from hpo.prepare import prepare_dataset
+    from hpo.readers import read_input
+    from hpo.study import create_study, load_study, run_worker
+    from hpo.synth import write_synthetic
+
+    _log.info("demo 1/3: synthetic data (%d sessions, %d tracks)", synth.sequences, synth.tracks)
+    write_synthetic(out / "data", synth)
+    _log.info("demo 2/3: preparing splits and hard negatives")
+    prepare_dataset(read_input(out / "data"), out / "prepared", prepare)
+    atomic_write_text(out / "study.toml", _demo_toml(config))
+    _log.info("demo 3/3: NSGA-II study of %d trials on %s", config.trials, out / "songhpo.db")
+    create_study(config)
+    study, config = load_study("demo", config.storage, config=config)
+    run_worker(study, config)
 
 
 def _demo_toml(config: Any) -> str:

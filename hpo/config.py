@@ -114,7 +114,7 @@ class StudyConfig(_Strict):
     name: Annotated[str, Field(min_length=1, max_length=200)]
     dataset: Path
     storage: str = "sqlite:///songhpo.db"
-    seed: int = 0
+    seed: Annotated[int, Field(ge=0)] = 0
     trials: Annotated[int, Field(ge=1)] = 50
     timeout: Annotated[float, Field(gt=0)] | None = None
     objectives: list[str] = Field(default_factory=lambda: list(DEFAULT_OBJECTIVES))

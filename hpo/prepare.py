@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -65,8 +66,10 @@ class PrepareParams:
             raise InputError(f"--hardneg-rule {self.hardneg_rule!r}: expected one of {', '.join(HARDNEG_RULES)}")
         if self.min_cooc is not None and self.min_cooc < 1:
             raise InputError(f"--min-cooc {self.min_cooc}: expected an integer >= 1")
-        if self.critical_value <= 0:
-            raise InputError(f"--critical-value {self.critical_value}: expected a positive chi2 threshold")
+        if not math.isfinite(self.critical_value) or self.critical_value <= 0:
+            raise InputError(f"--critical-value {self.critical_value}: expected a positive finite chi2 threshold")
+        if self.seed < 0:
+            raise InputError(f"--seed {self.seed}: expected a non-negative integer")
 
 
 def prepare_dataset(

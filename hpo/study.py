@@ -15,6 +15,7 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import optuna
@@ -32,6 +33,7 @@ from hpo.evaluation import evaluation_data
 from hpo.results import on_study_created, on_worker_start, record_completed_trial
 from metrics.evaluate import EvaluationSettings
 from objectives.trial import Objective, TrialData, baseline_params
+from storage.db import safe_url
 
 _log = logging.getLogger(__name__)
 # Heartbeats, retries and metric names are marked experimental in Optuna 5 but are the documented way.
@@ -40,18 +42,13 @@ warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning
 CONFIG_ATTR = "songhpo_config"
 SAFEGUARD_ATTR = "songhpo_safeguard"
 FINGERPRINT_ATTR = "dataset_fingerprint"
+#: Set last by :func:`create_study`: a joining worker waits for it, so it never sees a half-created study.
+READY_ATTR = "songhpo_ready"
+READY_TIMEOUT = 120.0
 WEAK_SUPPORT = 50
 CHART_INTERVAL = 30.0
 #: Metrics that need artist / genre labels.
 _NEEDS = {"ch_artist": "artists", "coherence_artist": "artists", "ch_genre": "genres", "coherence_genre": "genres"}
-
-
-def safe_url(url: str) -> str:
-    """The storage URL with any password masked, for logs and output."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 - an unparsable URL is reported elsewhere; never echo it raw
-        return "<storage URL>"
 
 
 def open_storage(config: StudyConfig) -> RDBStorage:
@@ -176,6 +173,7 @@ def create_study(config: StudyConfig, *, exist_ok: bool = False) -> optuna.Study
     study.set_user_attr(FINGERPRINT_ATTR, dataset.fingerprint)
     study.set_user_attr(SAFEGUARD_ATTR, status)
     study.enqueue_trial(baseline_params(config.search_space), user_attrs={"baseline": True})
+    study.set_user_attr(READY_ATTR, True)
     if status["warning"]:
         _log.warning("study %s: %s", config.name, status["warning"])
     _log.info("created study %s in %s", config.name, safe_url(config.storage))
@@ -183,7 +181,11 @@ def create_study(config: StudyConfig, *, exist_ok: bool = False) -> optuna.Study
 
 
 def load_study(name: str, storage_url: str, *, config: StudyConfig | None = None) -> tuple[optuna.Study, StudyConfig]:
-    """Load study ``name``, its config from the storage (``config`` overrides it), and its sampler."""
+    """Load study ``name``, its config from the storage (``config`` overrides it), and its sampler.
+
+    A study still being created by another worker is waited for (up to :data:`READY_TIMEOUT` seconds).
+    """
+    require_sqlite_file(storage_url)
     probe = config or parse_config({"name": name, "dataset": ".", "storage": storage_url}, "storage")
     storage = open_storage(probe)
     try:
@@ -194,15 +196,34 @@ def load_study(name: str, storage_url: str, *, config: StudyConfig | None = None
         known = ", ".join(sorted(summary_names)) or "none"
         raise InputError(f"study {name!r} not found in {safe_url(storage_url)} (studies there: {known})")
     bare = optuna.load_study(study_name=name, storage=storage)
-    stored = bare.user_attrs.get(CONFIG_ATTR)
+    deadline = time.monotonic() + READY_TIMEOUT
+    while not bare.user_attrs.get(READY_ATTR):
+        # A study being created holds at most its enqueued baseline; more trials mean it is not songhpo's.
+        if time.monotonic() > deadline or len(bare.get_trials(deepcopy=False)) > 1:
+            raise InputError(
+                f"study {name!r} in {safe_url(storage_url)} was not created by songhpo, or its creation was "
+                "interrupted; create it again under another name"
+            )
+        time.sleep(0.5)
     if config is None:
-        if stored is None:
-            raise InputError(f"study {name!r} was not created by songhpo (no {CONFIG_ATTR} attribute)")
+        stored = bare.user_attrs[CONFIG_ATTR]
         config = parse_config({**stored, "storage": storage_url}, f"study {name!r} config")
         # Heartbeat settings are the study's, not the defaults the probe was opened with.
+        storage.engine.dispose()
         storage = open_storage(config)
     study = optuna.load_study(study_name=name, storage=storage, sampler=make_sampler(config))
     return study, config
+
+
+def require_sqlite_file(url: str) -> None:
+    """Reading a study from a SQLite file that does not exist is a typo, not a new empty database."""
+    try:
+        parsed = make_url(url)
+    except Exception:  # noqa: BLE001 - open_storage reports unparsable URLs
+        return
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        if not Path(parsed.database).is_file():
+            raise InputError(f"storage {safe_url(url)}: no such SQLite file {parsed.database}")
 
 
 def trial_data(config: StudyConfig, dataset: PreparedDataset) -> TrialData:
@@ -267,13 +288,22 @@ def run_worker(
     """
     dataset = study_dataset(study, config, dataset_path)
     on_worker_start(study, config, dataset)
-    safeguard = study.user_attrs.get(SAFEGUARD_ATTR, {"enabled": False})
+    safeguard = study.user_attrs[SAFEGUARD_ATTR]  # set before READY_ATTR, which load_study waited for
     reference: dict[str, float | None] = {}
 
     def baseline_hardneg() -> float | None:
-        if "value" not in reference:
-            trial = baseline_trial(study)
-            reference["value"] = None if trial is None else trial.user_attrs.get("hardneg")
+        # Another worker may still be running the baseline (both saw it waiting; one got it): wait while it
+        # runs, and cache only a completed baseline's value so one early look never sticks for good.
+        while "value" not in reference:
+            fail_stale_trials(study)
+            baselines = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("baseline")]
+            complete = [t for t in baselines if t.state == TrialState.COMPLETE]
+            if complete:
+                reference["value"] = complete[0].user_attrs.get("hardneg")
+            elif any(t.state == TrialState.RUNNING for t in baselines):
+                time.sleep(1.0)
+            else:
+                return None  # failed, or waiting for a worker to re-run it: unknown for this trial
         return reference["value"]
 
     objective = Objective(

@@ -45,6 +45,8 @@ class SynthParams:
     seed: int = 0
 
     def validate(self) -> None:
+        if self.seed < 0:
+            raise InputError(f"--seed {self.seed}: expected a non-negative integer")
         if self.sequences < 1:
             raise InputError(f"--sequences {self.sequences}: expected a positive integer")
         if self.tracks < self.genres * self.artists_per_genre:

@@ -73,6 +73,7 @@ def test_create_run_status_pareto_list(prepared_synth: Path, tmp_path: Path) -> 
 )
 def test_study_errors_are_one_line(tmp_path: Path, args: list[str], fragment: str) -> None:
     write_toml(tmp_path / "bad.toml", {"name": "b", "dataset": ".", "objectives": ["recall"]})
+    optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'x.db'}").engine.dispose()  # an existing, empty storage
     result = run_cli("-q", *[a.replace("{tmp}", str(tmp_path)) for a in args])
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
@@ -133,3 +134,23 @@ def test_ctrl_c_marks_the_running_trial_and_keeps_the_rest(prepared_synth: Path,
     # The storage is intact: another worker continues the same study.
     again = run_cli("study", "run", str(config), "--n-trials", "1")
     assert again.returncode == 0, again.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [(["demo", "--trials", "0"], "field 'trials'"), (["demo", "--seed", "-1"], "--seed -1"),
+     (["data", "synth", "--seed", "-1"], "--seed -1"),
+     (["data", "prepare", "{tmp}", "--critical-value", "nan"], "--critical-value nan")],
+)
+def test_bad_numbers_are_one_line_and_write_nothing(tmp_path: Path, args: list[str], fragment: str) -> None:
+    result = run_cli("-q", *[a.replace("{tmp}", str(tmp_path)) for a in args], "--out", str(tmp_path / "out"))
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("songhpo: error:") and fragment in lines[0], result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_mistyped_sqlite_path_is_an_error_not_a_new_database(tmp_path: Path) -> None:
+    result = run_cli("-q", "study", "status", "x", "--storage", f"sqlite:///{tmp_path / 'typo.db'}")
+    assert result.returncode == 2 and "no such SQLite file" in result.stderr
+    assert not (tmp_path / "typo.db").exists()

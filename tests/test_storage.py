@@ -299,15 +299,16 @@ def test_two_workers_on_postgresql_lose_nothing(prepared_synth: Path, postgres_u
     created = run_cli("study", "create", str(config))
     assert created.returncode == 0, created.stderr
     env = {**os.environ, "SONGHPO_PROGRESS": "0"}
-    workers = [subprocess.Popen([sys.executable, "-m", "hpo", "study", "run", str(config)], stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)]
+    # Each worker may run at most 2 trials, so reaching the budget of 4 needs both of them.
+    workers = [subprocess.Popen([sys.executable, "-m", "hpo", "study", "run", str(config), "--n-trials", "2"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)]
     reports = []
     for worker in workers:
         out, err = worker.communicate(timeout=300)
         assert worker.returncode == 0, err
         assert "could not record" not in err
         reports.append(json.loads(out))
-    assert all(r["completed"] >= 1 for r in reports)  # both really worked
+    assert [r["completed"] for r in reports] == [2, 2]  # both really worked
     study = optuna.load_study(study_name="tiny", storage=postgres_url)
     complete = study.get_trials(states=(TrialState.COMPLETE,))
     assert sum(r["completed"] for r in reports) == len(complete) >= 4

@@ -202,3 +202,29 @@ def test_joining_by_name_uses_the_study_heartbeat(finished_study: optuna.Study, 
     assert loaded.heartbeat.interval == 1 and loaded.heartbeat.grace_period == 4
     assert study._storage.get_heartbeat_interval() == 1  # what the worker's heartbeat thread uses
     assert isinstance(study.sampler, optuna.samplers.NSGAIISampler) and study.sampler._population_size == 4
+
+
+def test_a_joiner_waits_until_the_study_is_fully_created(finished_study: optuna.Study, study_dir: Path) -> None:
+    import threading
+
+    from hpo.study import CONFIG_ATTR, READY_ATTR, SAFEGUARD_ATTR
+
+    url = f"sqlite:///{study_dir / 'late.db'}"
+    # A study whose creator has written the Optuna row but not yet its songhpo attributes.
+    half = optuna.create_study(study_name="late", storage=url, directions=["maximize"] * 3)
+    joined: dict[str, object] = {}
+    joiner = threading.Thread(target=lambda: joined.update(result=load_study("late", url)))
+    joiner.start()
+    joiner.join(timeout=2.0)
+    assert joiner.is_alive() and not joined  # still waiting: it did not fail, nor run without the config
+    for key in (CONFIG_ATTR, SAFEGUARD_ATTR, "dataset_fingerprint"):
+        half.set_user_attr(key, finished_study.user_attrs[key])
+    half.set_user_attr(READY_ATTR, True)
+    joiner.join(timeout=30)
+    study, config = joined["result"]  # type: ignore[misc]
+    assert config.name == "tiny" and study.study_name == "late"
+    # A plain Optuna study with trials and no songhpo attributes is refused at once, not waited for.
+    plain = optuna.create_study(study_name="plain", storage=url)
+    plain.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+    with pytest.raises(InputError, match="was not created by songhpo"):
+        load_study("plain", url)
