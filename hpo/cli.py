@@ -87,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     prepare.add_argument("input", type=Path, help="dataset directory")
     prepare.add_argument("--out", required=True, type=Path, help="output directory (must not exist)")
-    prepare.add_argument("--format", default="auto", choices=["auto", "generic", "yes"], help="input format")
+    prepare.add_argument("--format", default="auto", choices=["auto", "generic", "yes", "mpd"], help="input format")
     prepare.add_argument("--val", type=float, default=0.1, help="fraction of sequences held out for validation")
     prepare.add_argument("--test", type=float, default=0.1, help="fraction of sequences held out for test")
     prepare.add_argument("--seed", type=int, default=0, help="random seed of the splits (default 0)")

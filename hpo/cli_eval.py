@@ -48,6 +48,9 @@ _MEANINGS = {
     "pairs_out": "out-of-set evaluation pairs",
     "songs_present": "dataset songs with a vector",
     "songs_total": "dataset songs",
+    "continuation_rprecision": "playlist continuation R-precision (seed = first 5 songs; report only)",
+    "continuation_ndcg": "playlist continuation NDCG@K (seed = first 5 songs; report only)",
+    "continuation_playlists": "held-out playlists scored for continuation",
 }
 
 
@@ -99,7 +102,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     # Heavy imports (faiss, scikit-learn) only when the command runs, so 'songhpo --help' stays fast.
     from hpo.dataset import PreparedDataset
     from hpo.embeddings_io import align_to_dataset, ignored_key_examples, read_embeddings
-    from hpo.evaluation import evaluate_split
+    from hpo.evaluation import continuation_scores, evaluate_split
     from metrics.evaluate import EvaluationSettings
 
     if args.split not in SPLITS:
@@ -138,7 +141,9 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     _log.info("evaluating on %s (K=%d)", args.split, args.k)
     result = evaluate_split(dataset, matrix, present, args.split, settings)
     payload = result.to_dict()
-    metrics: dict[str, Any] = payload["metrics"]
+    # Report-only playlist continuation, after every existing metric (never an objective).
+    metrics: dict[str, Any] = {**payload["metrics"],
+                               **continuation_scores(dataset, matrix, present, args.split, k=args.k)}
     notes = _hardneg_notes(metrics)
     for note in notes:
         _log.warning("%s", note)

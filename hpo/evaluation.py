@@ -11,7 +11,10 @@ import numpy as np
 from hpo.dataset import SPLITS, PreparedDataset
 from metrics.evaluate import EvaluationData, EvaluationResult, EvaluationSettings, evaluate
 
-__all__ = ["evaluation_data", "evaluate_split"]
+__all__ = ["CONTINUATION_KEYS", "continuation_scores", "evaluate_split", "evaluation_data"]
+
+#: Report-only keys of the playlist-continuation task (never optimisation objectives).
+CONTINUATION_KEYS = ("continuation_rprecision", "continuation_ndcg", "continuation_playlists")
 
 
 def evaluation_data(dataset: PreparedDataset, split: str) -> EvaluationData:
@@ -65,3 +68,30 @@ def evaluate_split(
     """
     data = evaluation_data(dataset, split)
     return evaluate(matrix, data, settings if settings is not None else EvaluationSettings(), present=present)
+
+
+def continuation_scores(
+    dataset: PreparedDataset,
+    matrix: np.ndarray,
+    present: np.ndarray | None,
+    split: str,
+    seed_size: int = 5,
+    k: int = 100,
+) -> dict[str, float | int | None]:
+    """Playlist continuation (RecSys Challenge 2018) on the held-out sequences of ``split``.
+
+    Returns the :data:`CONTINUATION_KEYS`: mean R-precision and NDCG@``k`` (``None`` when no sequence
+    could be scored) and the number of sequences scored; see :mod:`metrics.continuation` for the rules.
+    A report-only metric: never an optimisation objective.
+    """
+    from metrics.continuation import playlist_continuation
+
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    tokens, offsets = dataset.heldout_sequences(split)
+    result = playlist_continuation(matrix, tokens, offsets, present=present, seed_size=seed_size, k=k)
+    return {
+        "continuation_rprecision": result["rprecision"],
+        "continuation_ndcg": result["ndcg"],
+        "continuation_playlists": result["playlists"],
+    }

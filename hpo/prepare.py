@@ -156,6 +156,10 @@ def prepare_dataset(
             "n_plays": lengths,
         }
     )
+    if raw.sequence_names is not None:
+        # e.g. MPD playlist titles; NA for a sequence the reader has no name for.
+        names = raw.sequence_names.drop_duplicates("sequence_id").set_index("sequence_id")["name"]
+        sequences["name"] = pd.array(names.reindex(sequences["sequence_id"]).to_numpy(), dtype="string")
     counts = {
         "sequences": int(n_seq),
         "train_sequences": int(is_train_seq.sum()),

@@ -8,6 +8,8 @@ Supported inputs:
 * ``yes``: the Yes.com / Last.fm playlists of Chen et al. (``train.txt``, ``song_hash.txt``,
   ``tags.txt``, ``tag_hash.txt``). The primary genre is derived from the Last.fm tags by the rule in
   :func:`primary_genres_from_tags`.
+* ``mpd``: the Spotify Million Playlist Dataset (``mpd.slice.*.json``; a directory of slices or a glob),
+  read one slice at a time by :func:`read_mpd`. No genre; playlist names kept as concept labels.
 
 Every user mistake raises :class:`hpo.errors.InputError` with one line naming the file, row or field.
 """
@@ -15,6 +17,9 @@ Every user mistake raises :class:`hpo.errors.InputError` with one line naming th
 from __future__ import annotations
 
 import difflib
+import glob
+import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,7 +32,9 @@ PLAYS_COLUMNS = ("sequence_id", "position", "track_id")
 PLAYS_OPTIONAL = ("user_id", "timestamp")
 TRACKS_COLUMNS = ("track_id", "artist", "genre")
 TRACKS_OPTIONAL = ("title",)
-FORMATS = ("auto", "generic", "yes")
+FORMATS = ("auto", "generic", "yes", "mpd")
+MPD_PATTERN = "mpd.slice.*.json"
+_GLOB_CHARS = re.compile(r"[*?\[]")
 _TABLE_SUFFIXES = (".csv", ".csv.gz", ".tsv", ".tsv.gz", ".parquet")
 
 
@@ -48,6 +55,8 @@ class RawDataset:
     input_files: list[Path]
     dropped: dict[str, int] = field(default_factory=dict)
     concepts: pd.DataFrame | None = None
+    #: Optional ``sequence_id, name`` table (e.g. playlist titles), written to ``sequences.parquet``.
+    sequence_names: pd.DataFrame | None = None
 
 
 def read_input(
@@ -57,12 +66,19 @@ def read_input(
     drop_short: bool = False,
     allow_missing_metadata: bool = False,
 ) -> RawDataset:
-    """Read a dataset directory in any supported format (``fmt="auto"`` detects it)."""
-    path = Path(path)
+    """Read a dataset directory in any supported format (``fmt="auto"`` detects it).
+
+    MPD slices may also be given as a glob string (``"data/mpd.slice.*.json"``).
+    """
     if fmt not in FORMATS:
         raise InputError(f"--format {fmt!r} is not supported; expected one of {', '.join(FORMATS)}")
+    if fmt in ("auto", "mpd") and _GLOB_CHARS.search(str(path)) and not Path(path).exists():
+        return read_mpd(path)
+    path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: no such file or directory; expected a dataset directory")
+    if fmt in ("auto", "mpd") and path.is_file() and path.match(MPD_PATTERN):
+        return read_mpd(path)
     if not path.is_dir():
         raise InputError(
             f"{path}: expected a dataset directory (with plays.* and tracks.*, or the yes.com files), got a file"
@@ -71,6 +87,8 @@ def read_input(
         fmt = detect_format(path)
     if fmt == "yes":
         return read_yes(path)
+    if fmt == "mpd":
+        return read_mpd(path)
     plays_path = _find_table(path, "plays")
     tracks_path = _find_table(path, "tracks")
     return read_generic(
@@ -84,9 +102,11 @@ def detect_format(path: Path) -> str:
         return "yes"
     if any((path / f"plays{s}").is_file() for s in _TABLE_SUFFIXES):
         return "generic"
+    if any(p.is_file() for p in path.glob(MPD_PATTERN)):
+        return "mpd"
     raise InputError(
         f"{path}: cannot tell the dataset format; expected plays.csv/.tsv/.parquet and tracks.* "
-        "(generic) or train.txt and song_hash.txt (yes), or pass --format"
+        f"(generic), train.txt and song_hash.txt (yes) or {MPD_PATTERN} slices (mpd), or pass --format"
     )
 
 
@@ -434,3 +454,225 @@ def read_yes(directory: str | Path) -> RawDataset:
         dropped={"short_sequences": n_short, "short_sequence_plays": n_short_plays, "empty_lines": n_empty},
         concepts=concepts,
     )
+
+
+# ---------------------------------------------------------------------------------------------------
+# Spotify Million Playlist Dataset (RecSys Challenge 2018)
+
+
+def read_mpd(path: str | Path) -> RawDataset:
+    """Read Million Playlist Dataset slices (``mpd.slice.*.json``) into the SPEC §2 model.
+
+    ``path`` is a directory holding the slices, a glob string, or one slice file. Slices are parsed one
+    at a time and only compact integer arrays are kept between them, so memory grows with the number of
+    plays, not with the size of the raw JSON. A sequence is a playlist in ``pos`` order (list order when
+    no track has ``pos``), ``sequence_id`` is ``str(pid)``; a track is its ``track_uri`` with
+    ``artist_name`` as artist and ``track_name`` as title; there is no genre. Playlist names are kept in
+    :attr:`RawDataset.sequence_names` and, normalised (lower case, single spaces), as concept labels of
+    the playlist's tracks. Playlists with fewer than 2 tracks are dropped and counted.
+
+    Raises :class:`~hpo.errors.InputError` naming the file and the playlist for malformed slices
+    (invalid JSON, no ``playlists`` list, a playlist without ``pid``/``tracks``, a track without
+    ``track_uri``, a non-integer or repeated ``pos``, a ``pid`` repeated across playlists) and for a
+    ``track_uri`` whose ``artist_name`` differs between playlists.
+    """
+    files = _mpd_files(path)
+    track_code: dict[str, int] = {}
+    artists: list[str | None] = []
+    titles: list[str | None] = []
+    first_seen: list[str] = []  # "file, playlist pid N" where each track was first described
+    pid_file: dict[str, str] = {}
+    name_code: dict[str, int] = {}
+    seq_names: list[str | None] = []
+    seq_concepts: list[int] = []  # concept code of each kept playlist (-1: no name)
+    seq_pids: list[str] = []
+    play_tracks: list[np.ndarray] = []
+    play_lengths: list[int] = []
+    n_short = n_short_plays = 0
+    for file in files:
+        for index, playlist in enumerate(_mpd_playlists(file)):
+            pid, codes = _mpd_playlist(file, index, playlist, track_code, artists, titles, first_seen)
+            if pid in pid_file:
+                raise InputError(
+                    f"{file}, playlist {index} (pid {pid}): pid {pid} already used in {pid_file[pid]}; "
+                    "expected unique pids"
+                )
+            pid_file[pid] = file.name
+            if len(codes) < 2:
+                n_short += 1
+                n_short_plays += len(codes)
+                continue
+            name = playlist.get("name")
+            name = name if isinstance(name, str) else None
+            label = " ".join(name.lower().split()) if name else ""
+            seq_pids.append(pid)
+            seq_names.append(name)
+            seq_concepts.append(name_code.setdefault(label, len(name_code)) if label else -1)
+            play_tracks.append(codes)
+            play_lengths.append(len(codes))
+    if not seq_pids:
+        raise InputError(f"{files[0].parent}: no playlist with at least 2 tracks in {len(files)} slice file(s)")
+
+    lengths = np.asarray(play_lengths, dtype=np.int64)
+    tracks_of_play = np.concatenate(play_tracks)
+    seq_of_play = np.repeat(np.arange(len(seq_pids), dtype=np.int64), lengths)
+    positions = np.arange(len(tracks_of_play), dtype=np.int64) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    uris = np.asarray(list(track_code), dtype=object)
+    # Compact categorical columns; categories sorted so that ordering and factorising them is the same
+    # as for plain strings (hpo.prepare sorts and codes track and sequence ids as strings).
+    plays = pd.DataFrame(
+        {
+            "sequence_id": _sorted_categorical(np.asarray(seq_pids, dtype=object), seq_of_play),
+            "position": positions,
+            "track_id": _sorted_categorical(uris, tracks_of_play),
+        }
+    )
+    played = np.unique(tracks_of_play)
+    tracks = pd.DataFrame(
+        {
+            "track_id": pd.array(uris[played], dtype="string"),
+            "artist": pd.array(np.asarray(artists, dtype=object)[played], dtype="string"),
+            "genre": pd.array([None] * len(played), dtype="string"),
+            "title": pd.array(np.asarray(titles, dtype=object)[played], dtype="string"),
+        }
+    )
+    concept_of_play = np.repeat(np.asarray(seq_concepts, dtype=np.int64), lengths)
+    labelled = concept_of_play >= 0
+    pairs = np.unique(tracks_of_play[labelled] * max(1, len(name_code)) + concept_of_play[labelled])
+    labels = np.asarray(list(name_code), dtype=object)
+    concepts = pd.DataFrame(
+        {
+            "track_id": pd.array(uris[pairs // max(1, len(name_code))], dtype="string"),
+            "concept": pd.array(labels[pairs % max(1, len(name_code))] if len(labels) else [], dtype="string"),
+        }
+    )
+    sequence_names = pd.DataFrame(
+        {"sequence_id": pd.array(seq_pids, dtype="string"), "name": pd.array(seq_names, dtype="string")}
+    )
+    return RawDataset(
+        plays=plays,
+        tracks=tracks,
+        format="mpd",
+        source=str(files[0].parent),
+        input_files=files,
+        dropped={"short_sequences": n_short, "short_sequence_plays": n_short_plays},
+        concepts=concepts,
+        sequence_names=sequence_names,
+    )
+
+
+def _sorted_categorical(values: np.ndarray, codes: np.ndarray) -> pd.Categorical:
+    order = np.argsort(values.astype(str), kind="stable")
+    rank = np.empty(len(values), dtype=np.int64)
+    rank[order] = np.arange(len(values))
+    return pd.Categorical.from_codes(rank[codes], categories=pd.Index(values[order], dtype="string"))
+
+
+def _mpd_files(path: str | Path) -> list[Path]:
+    text = str(path)
+    if _GLOB_CHARS.search(text) and not Path(path).exists():
+        files = [Path(p) for p in glob.glob(text) if Path(p).is_file()]
+        where = f"{text}: glob matches no file"
+    elif Path(path).is_dir():
+        files = [p for p in Path(path).glob(MPD_PATTERN) if p.is_file()]
+        where = f"{path}: no {MPD_PATTERN} file in this directory"
+    elif Path(path).is_file():
+        files = [Path(path)]
+        where = ""
+    else:
+        raise InputError(f"{path}: no such file or directory; expected a directory of {MPD_PATTERN} slices")
+    if not files:
+        raise InputError(f"{where}; expected Million Playlist Dataset slices named {MPD_PATTERN}")
+
+    def natural(p: Path) -> tuple:
+        # mpd.slice.1000-1999.json after mpd.slice.0-999.json and before mpd.slice.10000-10999.json.
+        return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", p.name)), str(p)
+
+    return sorted(files, key=natural)
+
+
+def _mpd_playlists(file: Path) -> list:
+    try:
+        with open(file, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{file}: not valid UTF-8 (byte {exc.start}: {exc.reason})") from exc
+    except json.JSONDecodeError as exc:
+        raise InputError(f"{file}: invalid JSON at line {exc.lineno} column {exc.colno} ({exc.msg})") from exc
+    except OSError as exc:
+        raise InputError(f"{file}: cannot read ({exc.strerror or exc})") from exc
+    if not isinstance(data, dict) or not isinstance(data.get("playlists"), list):
+        raise InputError(
+            f"{file}: no 'playlists' list; expected an MPD slice {{\"info\": ..., \"playlists\": [...]}}"
+        )
+    return data["playlists"]
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _mpd_playlist(
+    file: Path,
+    index: int,
+    playlist: object,
+    track_code: dict[str, int],
+    artists: list[str | None],
+    titles: list[str | None],
+    first_seen: list[str],
+) -> tuple[str, np.ndarray]:
+    """Validate one playlist; return ``(str(pid), track codes in play order)`` and register new tracks."""
+    where = f"{file}, playlist {index}"
+    if not isinstance(playlist, dict):
+        raise InputError(f"{where}: expected a JSON object with 'pid' and 'tracks', got {type(playlist).__name__}")
+    pid = playlist.get("pid")
+    if not (_is_int(pid) or (isinstance(pid, str) and pid.strip())):
+        raise InputError(f"{where}: missing or invalid 'pid' ({pid!r}); expected an integer playlist id")
+    pid = str(pid).strip()
+    where = f"{file}, playlist {index} (pid {pid})"
+    tracks = playlist.get("tracks")
+    if not isinstance(tracks, list):
+        raise InputError(f"{where}: missing 'tracks' list; expected a list of track objects")
+    codes = np.empty(len(tracks), dtype=np.int64)
+    pos = np.empty(len(tracks), dtype=np.int64)
+    with_pos = 0
+    for t, track in enumerate(tracks):
+        if not isinstance(track, dict):
+            raise InputError(f"{where}, track {t}: expected a JSON object, got {type(track).__name__}")
+        uri = track.get("track_uri")
+        if not isinstance(uri, str) or not uri.strip():
+            raise InputError(f"{where}, track {t}: missing 'track_uri'; every track needs one")
+        uri = uri.strip()
+        if "pos" in track:
+            if not _is_int(track["pos"]):
+                raise InputError(f"{where}, track {t}: 'pos' {track['pos']!r} is not an integer")
+            pos[t] = track["pos"]
+            with_pos += 1
+        artist = track.get("artist_name")
+        artist = artist.strip() or None if isinstance(artist, str) else None
+        code = track_code.get(uri)
+        if code is None:
+            code = track_code[uri] = len(artists)
+            title = track.get("track_name")
+            artists.append(artist)
+            titles.append(title.strip() or None if isinstance(title, str) else None)
+            first_seen.append(f"{file.name}, pid {pid}")
+        elif artists[code] != artist:
+            raise InputError(
+                f"{where}, track {t}: track_uri {uri!r} has artist_name {artist!r} but {artists[code]!r} in "
+                f"{first_seen[code]}; expected one artist per track_uri"
+            )
+        codes[t] = code
+    if 0 < with_pos < len(tracks):
+        raise InputError(
+            f"{where}: {with_pos} of {len(tracks)} tracks have 'pos'; expected all of them or none"
+        )
+    if with_pos:
+        order = np.argsort(pos, kind="stable")
+        repeated = pos[order][1:] == pos[order][:-1]
+        if repeated.any():
+            raise InputError(
+                f"{where}: two tracks at pos {int(pos[order][1:][repeated][0])}; positions must be unique"
+            )
+        codes = codes[order]
+    return pid, codes

@@ -37,6 +37,7 @@ from hpo._progress import bar
 from hpo.config import StudyConfig
 from hpo.dataset import PreparedDataset
 from hpo.errors import InputError
+from hpo.evaluation import CONTINUATION_KEYS
 from metrics.evaluate import METRIC_KEYS
 from storage import results as store
 
@@ -183,7 +184,8 @@ def aggregate_runs(runs: Sequence[Mapping[str, Any]]) -> tuple[dict[str, Any], d
     ``test_buckets`` keeps the edges and pair counts (the same for every seed) and gives per-bucket
     ``{"mean": [...], "low": [...], "high": [...]}`` of HitRate and NDCG (``None`` without runs).
     """
-    test = {name: confidence_interval([run["metrics"].get(name) for run in runs]) for name in METRIC_KEYS}
+    test = {name: confidence_interval([run["metrics"].get(name) for run in runs])
+            for name in (*METRIC_KEYS, *CONTINUATION_KEYS)}
     with_buckets = [run["buckets"] for run in runs if run.get("buckets")]
     if not with_buckets:
         return test, None
@@ -288,7 +290,7 @@ def evaluate_front(
 ) -> EvaluationReport:
     """Re-train the feasible Pareto front and the baseline with ``seeds`` seeds each, evaluate them on
     the test split, and store (or continue) a Pareto-front snapshot; see the module docstring."""
-    from hpo.evaluation import evaluate_split
+    from hpo.evaluation import continuation_scores, evaluate_split
     from hpo.study import study_dataset, trial_data  # hpo.study imports this module
     from objectives.word2vec import train_word2vec
 
@@ -330,7 +332,11 @@ def evaluate_front(
                 trained = train_word2vec(data.sentences, data.n_songs, params[trial.number], seed=seed,
                                          workers=config.training.workers)
                 result = evaluate_split(dataset, trained.matrix, trained.present, "test", data.settings)
-                metrics = {**result.metrics, "train_seconds": round(trained.seconds, 4),
+                # Playlist continuation is reported on test only, never optimised.
+                metrics = {**result.metrics,
+                           **continuation_scores(dataset, trained.matrix, trained.present, "test",
+                                                 k=data.settings.k),
+                           "train_seconds": round(trained.seconds, 4),
                            "knn_seconds": round(float(result.timings["knn"]), 4),
                            "metrics_seconds": round(float(result.timings["metrics"]), 4)}
                 # The run, its member's new confidence intervals and the snapshot's state in one commit.

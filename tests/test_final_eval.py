@@ -195,8 +195,11 @@ def test_more_seeds_reuse_the_seeds_already_done(evaluated: SimpleNamespace) -> 
     assert store.load_snapshot(url, first["snapshot_id"]) == first
 
 
+MANY = 8
+
+
 def test_ci_shrinks_with_more_seeds_and_a_killed_evaluation_resumes(tmp_path: Path) -> None:
-    """yes_small (real playlists): the 95% CI of the headline metrics is narrower with 5 seeds than with 2;
+    """yes_small (real playlists): the 95% CI of the headline metrics is narrower with 8 seeds than with 2;
     an evaluation killed mid-way continues the same snapshot and only trains what is missing."""
     prepared = tmp_path / "yes_small"
     prepare_dataset(read_input(shared_dataset("yes", "yes_small")), prepared, PrepareParams(seed=0))
@@ -211,9 +214,9 @@ def test_ci_shrinks_with_more_seeds_and_a_killed_evaluation_resumes(tmp_path: Pa
     first = store.load_latest_snapshot(url, "yes")
     assert first is not None and [m["trial"] for m in first["members"]] == [0]
 
-    # Kill a 5-seed evaluation as soon as its first new seed is committed.
+    # Kill an 8-seed evaluation once its first new seed is committed (5 seeds left: it cannot finish first).
     env = {**os.environ, "SONGHPO_PROGRESS": "0"}
-    victim = subprocess.Popen([sys.executable, "-m", "hpo", "study", "evaluate", "yes", "--storage", url, "--seeds", "5"],
+    victim = subprocess.Popen([sys.executable, "-m", "hpo", "study", "evaluate", "yes", "--storage", url, "--seeds", str(MANY)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
     engine = create_results_engine(url)
     deadline = time.monotonic() + 120
@@ -229,31 +232,31 @@ def test_ci_shrinks_with_more_seeds_and_a_killed_evaluation_resumes(tmp_path: Pa
     engine.dispose()
     assert victim.returncode == -9, "the evaluation finished before it could be interrupted"
     interrupted = store.load_latest_snapshot(url, "yes")
-    assert interrupted is not None and interrupted["seeds"] == 5 and not interrupted["complete"]
+    assert interrupted is not None and interrupted["seeds"] == MANY and not interrupted["complete"]
     done = interrupted["members"][0]["n_seeds"]
-    assert 3 <= done < 5
+    assert 3 <= done < MANY
     # A run and its member's aggregate are committed together: the snapshot counts every stored run.
     assert len(store.recorded_runs(url, "yes", "test")) == done
     assert interrupted["members"][0]["test"]["ndcg"]["n"] == done
 
-    resumed = run_cli("study", "evaluate", "yes", "--storage", url, "--seeds", "5", "--json")
+    resumed = run_cli("study", "evaluate", "yes", "--storage", url, "--seeds", str(MANY), "--json")
     assert resumed.returncode == 0, resumed.stderr
     report = json.loads(resumed.stdout)
     assert report["continued"] and report["snapshot_id"] == interrupted["snapshot_id"]
-    assert (report["reused"], report["trained"], report["complete"]) == (done, 5 - done, True)
+    assert (report["reused"], report["trained"], report["complete"]) == (done, MANY - done, True)
     five = store.load_latest_snapshot(url, "yes")
-    assert five is not None and five["complete"] and five["members"][0]["n_seeds"] == 5
+    assert five is not None and five["complete"] and five["members"][0]["n_seeds"] == MANY
 
     widths = {}
     for metric in HEADLINE:
         a, b = first["members"][0]["test"][metric], five["members"][0]["test"][metric]
         widths[metric] = (a["high"] - a["low"], b["high"] - b["low"])
-        assert b["n"] == 5 and a["n"] == 2
+        assert b["n"] == MANY and a["n"] == 2
         assert widths[metric][1] < widths[metric][0], (metric, widths[metric])
-    print("CI widths (2 seeds, 5 seeds):", widths)
-    # The interval is around the real spread of the five re-trainings.
-    seeds = [first["members"][0]["seed"] + TEST_SEED_STRIDE * i for i in range(5)]
+    print(f"CI widths (2 seeds, {MANY} seeds):", widths)
+    # The interval is around the real spread of the re-trainings.
+    seeds = [first["members"][0]["seed"] + TEST_SEED_STRIDE * i for i in range(MANY)]
     values = _test_values(url, "yes", 0, seeds, "ndcg")
     assert five["members"][0]["test"]["ndcg"]["mean"] == pytest.approx(float(np.mean(values)))
-    assert len(set(values)) == 5
+    assert len(set(values)) == MANY
     dispose_engines()
