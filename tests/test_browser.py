@@ -16,6 +16,7 @@ import os
 import re
 import struct
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -74,6 +75,8 @@ class Browser:
         if url is None:
             self.process.kill()
             raise AssertionError(f"{binary} did not start its DevTools endpoint")
+        # Keep draining Chromium's log: a full stderr pipe would block the browser mid-test.
+        threading.Thread(target=self.process.stderr.read, daemon=True).start()
         self.socket = websocket.create_connection(url, timeout=60)
         self.next_id = 0
         self.events: list[dict[str, Any]] = []

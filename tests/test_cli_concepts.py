@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import optuna
 import pytest
 
 from hpo.concepts import (
@@ -309,6 +310,7 @@ def test_user_mistakes_are_one_line_errors(prepared_synth: Path, synth_vectors: 
                                           capsys: pytest.CaptureFixture[str]) -> None:
     common = ["--embeddings", str(synth_vectors), "--prepared", str(prepared_synth)]
     out = tmp_path / "out"
+    optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'empty.db'}").engine.dispose()  # exists, holds no study
     cases = [
         (["concepts", "study"], "expected a study NAME with --trial N"),
         (["concepts", "--embeddings", str(synth_vectors)], "--embeddings needs --prepared"),
