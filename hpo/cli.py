@@ -394,7 +394,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     print()
     print("next:")
     print(f"  songhpo study status demo --storage {storage}")
-    print(f"  songhpo study run {out / 'study.toml'} --n-trials 10   # more trials; start several workers at once")
+    print(f"  songhpo study run {out / 'study.toml'}   # after raising 'trials' there; start several workers at once")
     print(f"  songhpo study evaluate demo --storage {storage} --seeds 3   # the front on the test split, with CIs")
     print(f"  songhpo report demo --storage {storage} --out {out / 'report.html'}")
     print(f"  songhpo dashboard --storage {storage}   # optuna-dashboard on http://127.0.0.1:8080")

@@ -348,6 +348,9 @@ def run_worker(
         elapsed = time.perf_counter() - start
         remaining = None if n_trials is None else n_trials - int(ran_baseline)
         done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+        if done >= config.trials:
+            _log.info("study %s has %d completed trials (budget %d): nothing to do; raise 'trials' in the config "
+                      "to run more", study.study_name, done, config.trials)
         if (remaining is None or remaining > 0) and done < config.trials and (timeout is None or elapsed < timeout):
             study.optimize(
                 objective,
