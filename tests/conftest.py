@@ -125,3 +125,18 @@ def write_toml(path: Path, data: dict[str, object]) -> Path:
             lines.extend(f"{kk} = {value(vv)}" for kk, vv in v.items())
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def run_tiny_study(prepared: Path, storage: str, **overrides: object) -> tuple[object, object]:
+    """Create a :func:`tiny_study_config` study, join it as a worker and run it to its budget.
+
+    Returns ``(study, config)`` as :func:`hpo.study.load_study` gives them.
+    """
+    from hpo.config import parse_config
+    from hpo.study import create_study, load_study, run_worker
+
+    config = parse_config(tiny_study_config(prepared, storage, **overrides), "test")
+    create_study(config)
+    study, config = load_study(config.name, storage)
+    run_worker(study, config)
+    return study, config

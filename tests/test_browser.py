@@ -26,9 +26,8 @@ import pytest
 
 from dashboards.launch import BUCKETS_GRAPH_ID, PARETO_GRAPH_ID, SIDE_EFFECTS_GRAPH_ID
 from dashboards.pareto import FRONT
-from hpo.config import parse_config
-from hpo.study import create_study, feasible_pareto_front, load_study, run_worker
-from tests.conftest import run_cli, tiny_study_config
+from hpo.study import feasible_pareto_front
+from tests.conftest import run_cli, run_tiny_study
 from tests.test_dashboards import free_port, start_dashboard, stop, wait_for
 
 CHROMIUM = os.environ.get("SONGHPO_CHROMIUM", "/usr/bin/chromium")
@@ -182,10 +181,7 @@ def browser(chromium: str, tmp_path_factory: pytest.TempPathFactory) -> Browser:
 def evaluated_study(prepared_synth: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[optuna.Study, str]:
     """A tiny study whose front was evaluated on test by the real ``songhpo study evaluate``."""
     storage = f"sqlite:///{tmp_path_factory.mktemp('browser') / 'b.db'}"
-    config = parse_config(tiny_study_config(prepared_synth, storage, trials=8), "test")
-    create_study(config)
-    study, config = load_study("tiny", storage)
-    run_worker(study, config)
+    study, config = run_tiny_study(prepared_synth, storage, trials=8)
     result = run_cli("study", "evaluate", "tiny", "--storage", storage, "--seeds", "2")
     assert result.returncode == 0, result.stderr
     return study, storage

@@ -23,16 +23,15 @@ from hpo.concepts import (
     load_concept_sets,
     trial_embeddings,
 )
-from hpo.config import parse_config
 from hpo.dataset import PreparedDataset
 from hpo.embeddings_io import write_embeddings
 from hpo.errors import InputError
 from hpo.prepare import PrepareParams, prepare_dataset
 from hpo.readers import read_input
-from hpo.study import create_study, load_study, run_worker, trial_data
+from hpo.study import load_study, trial_data
 from metrics.evaluate import evaluate
 from objectives.word2vec import train_word2vec
-from tests.conftest import run_cli, shared_dataset, tiny_study_config
+from tests.conftest import run_cli, run_tiny_study, shared_dataset
 
 # --------------------------------------------------------------------------------------------------
 # fixtures
@@ -252,10 +251,7 @@ def test_aotm2011_categories_without_artists(tmp_path: Path) -> None:
 
 
 def _tiny_study(prepared: Path, storage: str, name: str) -> None:
-    config = parse_config(tiny_study_config(prepared, storage, name=name, trials=3), "test")
-    create_study(config)
-    study, config = load_study(name, storage)
-    run_worker(study, config)
+    run_tiny_study(prepared, storage, name=name, trials=3)
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])

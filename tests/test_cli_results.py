@@ -13,21 +13,17 @@ import pandas as pd
 import pytest
 
 from hpo.cli_results import format_interval
-from hpo.config import parse_config
-from hpo.study import create_study, feasible_pareto_front, load_study, run_worker
+from hpo.study import create_study, feasible_pareto_front
 from storage import results as store
 from storage.db import dispose_engines
-from tests.conftest import run_cli, tiny_study_config
+from tests.conftest import run_cli, run_tiny_study
 
 
 @pytest.fixture(scope="module")
 def study_db(prepared_synth: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
     """A finished tiny study, not yet evaluated on test, and an empty second study, in one SQLite file."""
     url = f"sqlite:///{tmp_path_factory.mktemp('cli_results') / 'results.db'}"
-    config = parse_config(tiny_study_config(prepared_synth, url, trials=4), "test")
-    create_study(config)
-    study, config = load_study("tiny", url)
-    run_worker(study, config)
+    study, config = run_tiny_study(prepared_synth, url, trials=4)
     create_study(config.model_copy(update={"name": "empty"}))
     yield SimpleNamespace(url=url, study=study)
     dispose_engines()

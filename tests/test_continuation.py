@@ -14,14 +14,13 @@ from gensim.models import Word2Vec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hpo.config import METRIC_DIRECTIONS, parse_config
+from hpo.config import METRIC_DIRECTIONS
 from hpo.dataset import PreparedDataset
 from hpo.embeddings_io import align_to_dataset, read_embeddings, write_embeddings
-from hpo.study import create_study, load_study, run_worker
 from metrics.continuation import playlist_continuation
 from storage import results as store
 from storage.db import dispose_engines
-from tests.conftest import run_cli, tiny_study_config
+from tests.conftest import run_cli, run_tiny_study
 
 
 def _reference(emb, tokens, offsets, present, seed_size, k):
@@ -208,10 +207,7 @@ def test_eval_json_has_continuation_equal_to_direct_call(prepared_synth: Path, t
 def test_study_evaluate_stores_continuation_in_the_snapshot(prepared_synth: Path, tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'study.db'}"
     try:
-        config = parse_config(tiny_study_config(prepared_synth, url, trials=3), "test")
-        create_study(config)
-        study, config = load_study("tiny", url)
-        run_worker(study, config)
+        study, config = run_tiny_study(prepared_synth, url, trials=3)
         result = run_cli("-q", "study", "evaluate", "tiny", "--storage", url, "--seeds", "1", "--json")
         assert result.returncode == 0, result.stderr
         snapshot = store.load_snapshot(url, json.loads(result.stdout)["snapshot_id"])

@@ -30,20 +30,16 @@ from dashboards.launch import (
 )
 from dashboards.pareto import FRONT, INFEASIBLE
 from dashboards.selection import select_configurations
-from hpo.config import parse_config
 from hpo.dataset import PreparedDataset
-from hpo.study import baseline_trial, create_study, feasible_pareto_front, load_study, run_worker
-from tests.conftest import tiny_study_config
+from hpo.study import baseline_trial, feasible_pareto_front
+from tests.conftest import run_tiny_study
 
 METRIC_COLUMNS = ("ndcg", "ndcg_in", "ndcg_out", "hitrate", "hardneg", "coherence_genre", "coherence_artist",
                   "ch_genre", "ch_artist", "train_seconds")
 
 
 def _study(prepared: Path, storage: str, trials: int) -> optuna.Study:
-    config = parse_config(tiny_study_config(prepared, storage, trials=trials), "test")
-    create_study(config)
-    study, config = load_study("tiny", storage)
-    run_worker(study, config)
+    study, config = run_tiny_study(prepared, storage, trials=trials)
     return study
 
 

@@ -32,7 +32,7 @@ from metrics.evaluate import METRIC_KEYS, EvaluationSettings
 from objectives.word2vec import train_word2vec
 from storage import results as store
 from storage.db import create_results_engine, dispose_engines
-from tests.conftest import POSTGRES_ADMIN, run_cli, shared_dataset, tiny_study_config
+from tests.conftest import POSTGRES_ADMIN, run_cli, run_tiny_study, shared_dataset
 
 HEADLINE = ("ndcg", "hitrate")
 
@@ -65,10 +65,7 @@ def module_storage(request: pytest.FixtureRequest, tmp_path_factory: pytest.Temp
 def evaluated(module_storage: str, prepared_synth: Path) -> SimpleNamespace:
     """A finished tiny study, evaluated on test with 2 seeds through the real CLI."""
     url = module_storage
-    config = parse_config(tiny_study_config(prepared_synth, url, trials=5), "test")
-    create_study(config)
-    study, config = load_study("tiny", url)
-    run_worker(study, config)
+    study, config = run_tiny_study(prepared_synth, url, trials=5)
     result = run_cli("study", "evaluate", "tiny", "--storage", url, "--seeds", "2", "--json")
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)

@@ -26,9 +26,8 @@ from dashboards import figures as fig
 from dashboards.pareto import BASELINE, FEASIBLE, FRONT, INFEASIBLE, pareto_3d_figure, pareto_figure
 from dashboards.report import build_report
 from dashboards.selection import BALANCED_RULE, select_configurations
-from hpo.config import parse_config
-from hpo.study import create_study, feasible_pareto_front, load_study, run_worker
-from tests.conftest import run_cli, tiny_study_config
+from hpo.study import feasible_pareto_front
+from tests.conftest import run_cli, run_tiny_study
 
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
@@ -37,10 +36,7 @@ warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning
 def real_study(prepared_synth: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[optuna.Study, str]:
     """A real 12-trial NSGA-II study on the small synthetic dataset (SQLite)."""
     storage = f"sqlite:///{tmp_path_factory.mktemp('report') / 'r.db'}"
-    config = parse_config(tiny_study_config(prepared_synth, storage, trials=12), "test")
-    create_study(config)
-    study, config = load_study("tiny", storage)
-    run_worker(study, config)
+    study, config = run_tiny_study(prepared_synth, storage, trials=12)
     return study, storage
 
 
@@ -434,10 +430,7 @@ def test_report_cli_errors_are_one_line(real_study: tuple[optuna.Study, str], tm
 def test_report_on_postgresql_never_prints_the_password(prepared_synth: Path, postgres_url: str, tmp_path: Path) -> None:
     # Trust authentication accepts any password, so a URL with one still connects.
     url = postgres_url.replace("postgres@", "postgres:s3cr3t-pw@")
-    config = parse_config(tiny_study_config(prepared_synth, url, trials=4), "test")
-    create_study(config)
-    study, config = load_study("tiny", url)
-    run_worker(study, config)
+    study, config = run_tiny_study(prepared_synth, url, trials=4)
     out = tmp_path / "pg.html"
     result = run_cli("report", "tiny", "--storage", url, "--out", str(out))
     assert result.returncode == 0, result.stderr
@@ -451,10 +444,7 @@ def test_report_uses_the_snapshot_of_the_real_evaluate_command(prepared_synth: P
     from storage.results import load_latest_snapshot
 
     storage = f"sqlite:///{tmp_path / 'e.db'}"
-    config = parse_config(tiny_study_config(prepared_synth, storage, trials=5), "test")
-    create_study(config)
-    study, config = load_study("tiny", storage)
-    run_worker(study, config)
+    study, config = run_tiny_study(prepared_synth, storage, trials=5)
     evaluated = run_cli("study", "evaluate", "tiny", "--storage", storage, "--seeds", "2")
     assert evaluated.returncode == 0, evaluated.stderr
     snapshot = load_latest_snapshot(storage, "tiny")

@@ -35,7 +35,7 @@ from storage.db import (
     upgrade_schema,
 )
 from storage.models import VERSION_TABLE, Base
-from tests.conftest import run_cli, tiny_study_config, write_toml
+from tests.conftest import run_cli, run_tiny_study, tiny_study_config, write_toml
 
 TABLES = {"songhpo_datasets", "songhpo_studies", "songhpo_trial_metrics", "songhpo_bucket_metrics",
           "songhpo_pareto_snapshots", "songhpo_pareto_members"}
@@ -276,10 +276,7 @@ def test_concurrent_schema_creation(storage_url: str, tmp_path: Path) -> None:
 
 def test_a_recreated_study_starts_with_empty_tables(prepared_synth: Path, tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'again.db'}"
-    config = parse_config(tiny_study_config(prepared_synth, url, trials=2), "test")
-    create_study(config)
-    study, config = load_study("tiny", url)
-    run_worker(study, config)
+    study, config = run_tiny_study(prepared_synth, url, trials=2)
     assert len(store.trial_metrics_frame(url, "tiny")) > 0
     optuna.delete_study(study_name="tiny", storage=url)
     create_study(config)

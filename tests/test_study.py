@@ -21,17 +21,14 @@ from hpo.readers import read_input
 from hpo.study import create_study, feasible_pareto_front, load_study, run_worker, study_status, trial_data
 from objectives.trial import run_configuration
 from objectives.word2vec import GENSIM_DEFAULTS
-from tests.conftest import shared_dataset, tiny_study_config
+from tests.conftest import run_tiny_study, shared_dataset, tiny_study_config
 
 METRIC_KEYS = ["ndcg", "ndcg_in", "ndcg_out", "hitrate", "hardneg", "hardneg_support", "coherence_genre",
                "coherence_artist", "ch_genre", "ch_artist", "songs_present"]
 
 
 def _run(prepared: Path, tmp_path: Path, name: str = "tiny", **overrides: object) -> optuna.Study:
-    config = parse_config(tiny_study_config(prepared, f"sqlite:///{tmp_path / (name + '.db')}", name=name, **overrides), "test")
-    create_study(config)
-    study, config = load_study(name, config.storage)
-    run_worker(study, config)
+    study, config = run_tiny_study(prepared, f"sqlite:///{tmp_path / (name + '.db')}", name=name, **overrides)
     return study
 
 
