@@ -106,7 +106,8 @@ class TrialMetric(Base):
 class BucketMetric(Base):
     """HitRate and NDCG@K of the pairs whose target (or query) song falls in one popularity bucket.
 
-    Buckets are equal-population ranges of training play counts: ``[edge_low, edge_high)``.
+    Buckets are equal-population ranges of training play counts as ``metrics.popularity`` assigns
+    them: bucket 0 is ``[edge_low, edge_high]``, every later bucket ``(edge_low, edge_high]``.
     """
 
     __tablename__ = "songhpo_bucket_metrics"
