@@ -17,7 +17,6 @@ import socket
 import sys
 import threading
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any, TextIO
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
@@ -29,7 +28,15 @@ from dashboards.pareto import PARETO_GRAPH_ID, publish_pareto_chart
 from dashboards.report import latest_snapshot
 from dashboards.selection import select_configurations
 from hpo.errors import InputError
-from hpo.study import CONFIG_ATTR, FINGERPRINT_ATTR, SAFEGUARD_ATTR, baseline_trial, feasible_pareto_front, safe_url
+from hpo.study import (
+    CONFIG_ATTR,
+    FINGERPRINT_ATTR,
+    SAFEGUARD_ATTR,
+    baseline_trial,
+    feasible_pareto_front,
+    require_sqlite_file,
+    safe_url,
+)
 
 _log = logging.getLogger(__name__)
 
@@ -178,7 +185,7 @@ def serve_dashboard(storage_url: str, *, host: str = "127.0.0.1", port: int = 80
     out = out or sys.stdout
     if not 0 < port < 65536:
         raise InputError(f"--port {port}: expected a TCP port in 1..65535")
-    _check_sqlite_file(storage_url)
+    require_sqlite_file(storage_url)
     storage = open_storage(parse_config({"name": "-", "dataset": ".", "storage": storage_url}, "--storage"))
     names = songhpo_studies(storage)
     for name in names:
@@ -207,19 +214,6 @@ def serve_dashboard(storage_url: str, *, host: str = "127.0.0.1", port: int = 80
         for signum, handler in previous.items():
             signal.signal(signum, handler)
     _log.info("dashboard stopped")
-
-
-def _check_sqlite_file(storage_url: str) -> None:
-    """A SQLite URL must name an existing file: opening it would otherwise create an empty database."""
-    from sqlalchemy.engine import make_url
-
-    try:
-        url = make_url(storage_url)
-    except Exception:  # noqa: BLE001 - open_storage reports malformed URLs
-        return
-    database = url.database or ""
-    if url.get_backend_name() == "sqlite" and database not in ("", ":memory:") and not Path(database).is_file():
-        raise InputError(f"--storage {safe_url(storage_url)}: no such SQLite file {database!r}")
 
 
 class _QuietHandler(WSGIRequestHandler):

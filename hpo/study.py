@@ -223,7 +223,7 @@ def require_sqlite_file(url: str) -> None:
         return
     if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
         if not Path(parsed.database).is_file():
-            raise InputError(f"storage {safe_url(url)}: no such SQLite file {parsed.database}")
+            raise InputError(f"--storage {safe_url(url)}: no such SQLite file {parsed.database!r}")
 
 
 def trial_data(config: StudyConfig, dataset: PreparedDataset) -> TrialData:
