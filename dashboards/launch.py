@@ -179,14 +179,13 @@ def serve_dashboard(storage_url: str, *, host: str = "127.0.0.1", port: int = 80
     """
     from optuna_dashboard import wsgi
 
-    from hpo.config import parse_config
-    from hpo.study import open_storage
+    from hpo.study import open_storage_url
 
     out = out or sys.stdout
     if not 0 < port < 65536:
         raise InputError(f"--port {port}: expected a TCP port in 1..65535")
     require_sqlite_file(storage_url)
-    storage = open_storage(parse_config({"name": "-", "dataset": ".", "storage": storage_url}, "--storage"))
+    storage = open_storage_url(storage_url)
     names = songhpo_studies(storage)
     for name in names:
         study = optuna.load_study(study_name=name, storage=storage)

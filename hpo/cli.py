@@ -339,11 +339,10 @@ def _print_rows(rows: list[dict[str, Any]], title: str) -> None:
 def _cmd_study_list(args: argparse.Namespace) -> int:
     import optuna
 
-    from hpo.config import parse_config
-    from hpo.study import open_storage, require_sqlite_file
+    from hpo.study import open_storage_url, require_sqlite_file
 
     require_sqlite_file(args.storage)
-    storage = open_storage(parse_config({"name": "-", "dataset": ".", "storage": args.storage}, "--storage"))
+    storage = open_storage_url(args.storage)
     rows = []
     for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
         rows.append({"study": summary.study_name, "trials": summary.n_trials,

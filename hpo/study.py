@@ -96,6 +96,11 @@ def _use_sqlite_wal(engine: Engine) -> None:
         cursor.close()
 
 
+def open_storage_url(url: str) -> RDBStorage:
+    """:func:`open_storage` for a bare URL, with default heartbeat settings (before a study's config is known)."""
+    return open_storage(parse_config({"name": "-", "dataset": ".", "storage": url}, "--storage"))
+
+
 def make_sampler(config: StudyConfig) -> optuna.samplers.BaseSampler:
     """The sampler named in the config, always passed explicitly (Optuna 5 defaults to TPE)."""
     seed = config.seed
@@ -186,8 +191,7 @@ def load_study(name: str, storage_url: str, *, config: StudyConfig | None = None
     A study still being created by another worker is waited for (up to :data:`READY_TIMEOUT` seconds).
     """
     require_sqlite_file(storage_url)
-    probe = config or parse_config({"name": name, "dataset": ".", "storage": storage_url}, "storage")
-    storage = open_storage(probe)
+    storage = open_storage(config) if config is not None else open_storage_url(storage_url)
     try:
         summary_names = {s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
     except Exception as exc:  # noqa: BLE001
