@@ -259,12 +259,14 @@ def study_dataset(study: optuna.Study, config: StudyConfig, dataset_path: str | 
     return dataset
 
 
+def _baseline_trials(study: optuna.Study) -> list[FrozenTrial]:
+    """Every baseline trial (the enqueued one and any re-run of it), in any state."""
+    return [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("baseline")]
+
+
 def baseline_trial(study: optuna.Study) -> FrozenTrial | None:
     """The completed baseline trial (gensim defaults), if any."""
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        if trial.user_attrs.get("baseline"):
-            return trial
-    return None
+    return next((t for t in _baseline_trials(study) if t.state == TrialState.COMPLETE), None)
 
 
 @dataclass
@@ -300,7 +302,7 @@ def run_worker(
         # runs, and cache only a completed baseline's value so one early look never sticks for good.
         while "value" not in reference:
             fail_stale_trials(study)
-            baselines = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("baseline")]
+            baselines = _baseline_trials(study)
             complete = [t for t in baselines if t.state == TrialState.COMPLETE]
             if complete:
                 reference["value"] = complete[0].user_attrs.get("hardneg")
@@ -393,7 +395,7 @@ def _ensure_baseline(
     ran = False
     while True:
         fail_stale_trials(study)
-        baselines = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("baseline")]
+        baselines = _baseline_trials(study)
         states = {t.state for t in baselines}
         if TrialState.COMPLETE in states or not baselines:
             return ran
