@@ -272,7 +272,6 @@ def _cmd_study_run(args: argparse.Namespace) -> int:
     if args.study.endswith(".toml") or Path(args.study).is_file():
         config = _load_config(Path(args.study), args.storage)
         study = create_study(config, exist_ok=True)
-        study, config = load_study(config.name, config.storage, config=config)
     else:
         storage = args.storage or os.environ.get("SONGHPO_STORAGE")
         if not storage:

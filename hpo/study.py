@@ -151,7 +151,10 @@ def _check_objectives(config: StudyConfig, dataset: PreparedDataset) -> None:
 
 
 def create_study(config: StudyConfig, *, exist_ok: bool = False) -> optuna.Study:
-    """Create the study in its storage, record the config and dataset, and enqueue the baseline."""
+    """Create the study in its storage, record the config and dataset, and enqueue the baseline.
+
+    With ``exist_ok``, an existing study is joined instead, with this config's sampler and heartbeat.
+    """
     dataset = PreparedDataset.load(config.dataset)
     _check_objectives(config, dataset)
     storage = open_storage(config)
@@ -161,14 +164,14 @@ def create_study(config: StudyConfig, *, exist_ok: bool = False) -> optuna.Study
                 f"study {config.name!r} already exists in {safe_url(config.storage)}; "
                 f"join it with 'songhpo study run {config.name} --storage URL' or choose another name"
             )
-        return load_study(config.name, config.storage)[0]
+        return load_study(config.name, config.storage, config=config)[0]
     try:
         study = optuna.create_study(
             study_name=config.name, storage=storage, directions=config.directions, sampler=make_sampler(config)
         )
     except optuna.exceptions.DuplicatedStudyError:
         # Another worker created it between our check and our insert.
-        return load_study(config.name, config.storage)[0]
+        return load_study(config.name, config.storage, config=config)[0]
     # Before any trial can complete: rows of an earlier study of the same name are dropped here.
     on_study_created(study, config, dataset)
     study.set_metric_names(list(config.objectives))
