@@ -111,36 +111,45 @@ class Report:
         Raises :class:`PngExportUnavailable` when kaleido or its Chromium is missing; then nothing is
         written. Files appear only once all were exported.
         """
-        directory = Path(directory)
         items = [(name, figure) for name, figure in self.figures.items() if figure is not None]
         if self.side_effects.rows:
             items.append(("side-effects", fig.side_effects_figure(self.study, self.side_effects)))
-        if importlib.util.find_spec("kaleido") is None:  # plotly drives it; we only check it is there
-            raise PngExportUnavailable("kaleido is not installed (pip install kaleido)")
-        for noisy in ("kaleido", "choreographer", "logistro"):  # they log every tab at INFO
-            logging.getLogger(noisy).setLevel(logging.WARNING)
-        created = not directory.exists()
-        directory.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".png-", dir=directory))
-        failed = True
+        return export_pngs(items, directory)
+
+
+def export_pngs(items: list[tuple[str, go.Figure]], directory: str | Path) -> list[Path]:
+    """Write each ``(name, figure)`` as ``<name>.png`` (1200 px wide) in ``directory`` with kaleido.
+
+    Raises :class:`PngExportUnavailable` when kaleido or its Chromium is missing; then nothing is
+    written. Files appear only once all were exported.
+    """
+    directory = Path(directory)
+    if importlib.util.find_spec("kaleido") is None:  # plotly drives it; we only check it is there
+        raise PngExportUnavailable("kaleido is not installed (pip install kaleido)")
+    for noisy in ("kaleido", "choreographer", "logistro"):  # they log every tab at INFO
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    created = not directory.exists()
+    directory.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".png-", dir=directory))
+    failed = True
+    try:
+        paths = [staging / f"{name}.png" for name, _ in items]
         try:
-            paths = [staging / f"{name}.png" for name, _ in items]
-            try:
-                pio.write_images([f for _, f in items], paths, width=1200, height=[_height(f) for _, f in items])
-            except Exception as exc:  # noqa: BLE001 - kaleido reports a missing browser in several ways
-                reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                raise PngExportUnavailable(f"static export failed ({type(exc).__name__}: {reason[:200]})") from exc
-            written = []
-            for path in paths:
-                target = directory / path.name
-                os.replace(path, target)
-                written.append(target)
-            failed = False
-            return written
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-            if failed and created:
-                shutil.rmtree(directory, ignore_errors=True)
+            pio.write_images([f for _, f in items], paths, width=1200, height=[_height(f) for _, f in items])
+        except Exception as exc:  # noqa: BLE001 - kaleido reports a missing browser in several ways
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise PngExportUnavailable(f"static export failed ({type(exc).__name__}: {reason[:200]})") from exc
+        written = []
+        for path in paths:
+            target = directory / path.name
+            os.replace(path, target)
+            written.append(target)
+        failed = False
+        return written
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        if failed and created:
+            shutil.rmtree(directory, ignore_errors=True)
 
 
 def _height(figure: go.Figure) -> int:

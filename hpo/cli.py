@@ -108,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     from hpo.cli_concepts import add_concepts_command
     from hpo.cli_dashboard import add_dashboard_commands
     from hpo.cli_eval import add_eval_command
+    from hpo.cli_experiment import add_experiment_commands
     from hpo.cli_results import add_result_commands
 
     add_eval_command(commands)
@@ -115,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_result_commands(commands, study_commands)
     add_dashboard_commands(commands)
     add_concepts_command(commands)
+    add_experiment_commands(commands)
     _add_demo_command(commands)
     return parser
 

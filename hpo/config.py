@@ -100,6 +100,9 @@ class ConstraintConfig(_Strict):
 class TrainingConfig(_Strict):
     # One worker thread makes gensim deterministic; more is faster but not reproducible.
     workers: Annotated[int, Field(ge=1)] = 1
+    # Share of the training sequences Word2Vec sees (a seeded subset, the same for every trial of the
+    # study and its test re-training); evaluation pairs stay those of the whole prepared dataset.
+    fraction: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0
 
 
 class HeartbeatConfig(_Strict):
@@ -123,7 +126,8 @@ class StudyConfig(_Strict):
     constraint: ConstraintConfig = ConstraintConfig()
     training: TrainingConfig = TrainingConfig()
     heartbeat: HeartbeatConfig = HeartbeatConfig()
-    search_space: dict[str, Distribution | int | float] = Field(default_factory=dict)
+    # validate_default: a config without [search_space] must search the paper's five, not nothing.
+    search_space: dict[str, Distribution | int | float] = Field(default_factory=dict, validate_default=True)
 
     @field_validator("objectives")
     @classmethod
@@ -230,6 +234,7 @@ n_buckets = 10                        # popularity buckets
 
 [training]
 workers = 1                           # gensim threads; 1 is reproducible, more is faster
+fraction = 1.0                        # share of training sequences used (scale studies); eval pairs unchanged
 
 [heartbeat]
 interval = 10                         # seconds between a running trial's heartbeats

@@ -204,15 +204,18 @@ def aggregate_runs(runs: Sequence[Mapping[str, Any]]) -> tuple[dict[str, Any], d
 # -- final evaluation on test --------------------------------------------------------------------
 
 
-def front_members(study: optuna.Study) -> list[tuple[FrozenTrial, bool]]:
-    """``(trial, on_front)`` of the snapshot members: the feasible Pareto front and the baseline."""
+def front_members(study: optuna.Study, chosen: Sequence[FrozenTrial] | None = None) -> list[tuple[FrozenTrial, bool]]:
+    """``(trial, on_front)`` of the snapshot members: the feasible Pareto front (or only the ``chosen``
+    trials) and the baseline."""
     from hpo.study import baseline_trial, feasible_pareto_front
 
-    members = [(t, True) for t in feasible_pareto_front(study)]
+    front = feasible_pareto_front(study)
+    on_front = {t.number for t in front}
+    members = [(t, True) for t in front] if chosen is None else [(t, t.number in on_front) for t in chosen]
     baseline = baseline_trial(study)
     if baseline is not None and baseline.number not in {t.number for t, _ in members}:
         members.append((baseline, False))
-    return sorted(members, key=lambda m: m[0].number)
+    return sorted({t.number: (t, on) for t, on in members}.values(), key=lambda m: m[0].number)
 
 
 def training_params(trial: FrozenTrial) -> dict[str, Any]:
@@ -286,10 +289,14 @@ def _reusable_snapshot(url: str, study: str, members: list[int], seeds: int, obj
 
 
 def evaluate_front(
-    study: optuna.Study, config: StudyConfig, *, seeds: int = 3, dataset_path: str | None = None
+    study: optuna.Study, config: StudyConfig, *, seeds: int = 3, dataset_path: str | None = None,
+    chosen: Sequence[FrozenTrial] | None = None,
 ) -> EvaluationReport:
     """Re-train the feasible Pareto front and the baseline with ``seeds`` seeds each, evaluate them on
-    the test split, and store (or continue) a Pareto-front snapshot; see the module docstring."""
+    the test split, and store (or continue) a Pareto-front snapshot; see the module docstring.
+
+    ``chosen`` replaces the front by these completed trials (the experiment's selected configurations).
+    """
     from hpo.evaluation import continuation_scores, evaluate_split
     from hpo.study import study_dataset, trial_data  # hpo.study imports this module
     from objectives.word2vec import train_word2vec
@@ -299,7 +306,7 @@ def evaluate_front(
     url, name = config.storage, study.study_name
     dataset = study_dataset(study, config, dataset_path)
     sync_study(study, config, dataset)
-    members = front_members(study)
+    members = front_members(study, chosen)
     if not members:
         raise InputError(f"study {name!r} has no completed feasible trial yet; run 'songhpo study run' first")
     numbers = [t.number for t, _ in members]

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
 from optuna.study import MaxTrialsCallback
@@ -243,7 +244,21 @@ def trial_data(config: StudyConfig, dataset: PreparedDataset) -> TrialData:
         seed=config.seed,
         n_buckets=config.evaluation.n_buckets,
     )
-    return TrialData(dataset.training_sentences(), dataset.n_songs, evaluation_data(dataset, "validation"), settings)
+    sentences = training_subset(dataset.training_sentences(), config.training.fraction, config.seed)
+    return TrialData(sentences, dataset.n_songs, evaluation_data(dataset, "validation"), settings)
+
+
+def training_subset(sentences: list[list[str]], fraction: float, seed: int) -> list[list[str]]:
+    """A seeded ``fraction`` of ``sentences`` (at least one), in their original order.
+
+    The subsets of one seed are nested: the 10% subset is part of the 25% one, so a scale study adds data
+    instead of drawing a different sample at every size.
+    """
+    if fraction >= 1.0:
+        return sentences
+    keep = max(1, round(fraction * len(sentences)))
+    order = np.random.default_rng([seed, 0x5CA1E]).permutation(len(sentences))
+    return [sentences[i] for i in np.sort(order[:keep])]
 
 
 def study_dataset(study: optuna.Study, config: StudyConfig, dataset_path: str | None = None) -> PreparedDataset:

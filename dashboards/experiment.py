@@ -1,0 +1,652 @@
+"""The results page of an experiment (``songhpo experiment report``): tables, figures, claim verdicts.
+
+Input is the ``results.json`` document of :func:`hpo.experiment.run_experiment`; nothing here trains or
+queries a database. Statistics:
+
+- every test value is the mean over the seeds with a two-sided 95% Student-t interval;
+- a change vs the baseline is the difference of means with a 95% Welch interval (configuration seeds
+  and baseline seeds are independent re-trainings), and is *significant* when that interval excludes 0;
+- a popularity trend is the Spearman correlation between decile index and mean NDCG over the deciles.
+
+The verdict rules per paper claim are stated on the page next to each verdict (:data:`CLAIMS`).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+from scipy import stats
+
+from hpo._atomic import atomic_write_text
+from hpo.results import confidence_interval
+
+__all__ = [
+    "CORE_METRICS",
+    "Difference",
+    "difference_interval",
+    "mean_interval",
+    "write_results_page",
+]
+
+LEVEL = 0.95
+#: Metrics counted when asking whether a configuration hurt something (sub-variants in/out excluded).
+CORE_METRICS = ("ndcg", "hitrate", "ch_artist", "ch_genre", "coherence_artist", "coherence_genre", "hardneg")
+#: Every metric of the side-effects table, in display order.
+TABLE_METRICS = ("ndcg", "ndcg_in", "ndcg_out", "hitrate", "hitrate_in", "hitrate_out", "ch_artist", "ch_genre",
+                 "coherence_artist", "coherence_genre", "hardneg", "continuation_rprecision", "continuation_ndcg")
+DOWNSTREAM = ("continuation_rprecision", "continuation_ndcg")
+_MINIMISED = {"hardneg"}
+#: Main comparison columns: the mode's first chosen configuration.
+MAIN_LABELS = ("baseline", "ndcg", "clustering", "random", "nsga2", "nsga2 best-ndcg")
+_COLOURS = {"baseline": "#636363", "ndcg": "#d62728", "clustering": "#9467bd", "random": "#ff7f0e",
+            "nsga2": "#1f77b4", "nsga2 best-ndcg": "#17becf"}
+
+
+# -- statistics ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Interval:
+    """A mean with its 95% interval (``low``/``high`` ``None`` with fewer than two values)."""
+
+    mean: float | None
+    low: float | None
+    high: float | None
+    n: int
+
+
+@dataclass(frozen=True)
+class Difference:
+    """``mean(a) - mean(b)`` with its 95% Welch interval; ``significant`` when it excludes 0."""
+
+    delta: float | None
+    low: float | None
+    high: float | None
+    relative: float | None
+
+    @property
+    def significant(self) -> bool:
+        return self.low is not None and self.high is not None and (self.low > 0 or self.high < 0)
+
+
+def _finite(values: Sequence[Any]) -> list[float]:
+    return [float(v) for v in values if v is not None and math.isfinite(float(v))]
+
+
+def mean_interval(values: Sequence[Any], level: float = LEVEL) -> Interval:
+    """Mean and Student-t interval of the finite values (:func:`hpo.results.confidence_interval`)."""
+    ci = confidence_interval(values, level)
+    return Interval(ci["mean"], ci["low"], ci["high"], ci["n"])
+
+
+def difference_interval(a: Sequence[Any], b: Sequence[Any], level: float = LEVEL) -> Difference:
+    """Welch interval of ``mean(a) - mean(b)`` (unequal variances, Welch-Satterthwaite degrees of freedom).
+
+    With no spread in either sample the interval is the point difference; with fewer than two values
+    on a side the bounds are ``None``.
+    """
+    xs, ys = _finite(a), _finite(b)
+    if not xs or not ys:
+        return Difference(None, None, None, None)
+    mx, my = math.fsum(xs) / len(xs), math.fsum(ys) / len(ys)
+    delta = mx - my
+    relative = delta / abs(my) if my != 0 else None
+    if len(xs) < 2 or len(ys) < 2:
+        return Difference(delta, None, None, relative)
+    vx, vy = statistics.variance(xs) / len(xs), statistics.variance(ys) / len(ys)
+    se = math.sqrt(vx + vy)
+    if se == 0.0:
+        return Difference(delta, delta, delta, relative)
+    dof = (vx + vy) ** 2 / (vx**2 / (len(xs) - 1) + vy**2 / (len(ys) - 1))
+    half = float(stats.t.ppf(0.5 + level / 2, dof)) * se
+    return Difference(delta, delta - half, delta + half, relative)
+
+
+def _better(metric: str, diff: Difference) -> bool:
+    return diff.significant and (diff.delta < 0 if metric in _MINIMISED else diff.delta > 0)  # type: ignore[operator]
+
+
+def _worse(metric: str, diff: Difference) -> bool:
+    return diff.significant and not _better(metric, diff)
+
+
+# -- reading the document ------------------------------------------------------------------------------
+
+
+def _seed_values(config: Mapping[str, Any], metric: str) -> list[Any]:
+    return [run["metrics"].get(metric) for run in config.get("test_runs", [])]
+
+
+def _bucket_matrix(config: Mapping[str, Any], metric: str = "ndcg") -> np.ndarray | None:
+    """(seeds, buckets) test ``metric`` by target-song popularity bucket, or ``None``."""
+    rows = [run["buckets"]["by_target"][metric] for run in config.get("test_runs", []) if run.get("buckets")]
+    if not rows:
+        return None
+    return np.array([[np.nan if v is None else float(v) for v in row] for row in rows], dtype=float)
+
+
+def _edges(document: Mapping[str, Any]) -> list[float] | None:
+    for config in document["configurations"]:
+        for run in config.get("test_runs", []):
+            if run.get("buckets"):
+                return list(run["buckets"]["edges"])
+    return None
+
+
+def _main_configurations(document: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """Full-data configurations by label: baseline, each mode's choice (scale points excluded)."""
+    return {c["label"]: c for c in document["configurations"]
+            if c["label"] in MAIN_LABELS and c["fraction"] == 1.0 and c.get("test_runs")}
+
+
+def _objectives(document: Mapping[str, Any], mode: str) -> list[str]:
+    study = next((s for s in document["studies"] if s["mode"] == mode), None)
+    return list(study["objectives"]) if study else []
+
+
+def _available(document: Mapping[str, Any], metric: str) -> bool:
+    return any(v is not None for c in document["configurations"] for v in _seed_values(c, metric))
+
+
+# -- formatting ----------------------------------------------------------------------------------------
+
+
+def _num(value: float | None, digits: int = 4) -> str:
+    if value is None:
+        return "n/a"
+    if value != 0 and (abs(value) >= 1e5 or abs(value) < 1e-3):
+        return f"{value:.{digits - 1}e}"
+    return f"{value:.{digits}g}"
+
+
+def _ci(interval: Interval) -> str:
+    if interval.mean is None:
+        return "n/a"
+    if interval.low is None:
+        return _num(interval.mean)
+    return f"{_num(interval.mean)} [{_num(interval.low)}, {_num(interval.high)}]"
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{value * 100:+.1f}%"
+
+
+def _change(metric: str, diff: Difference) -> str:
+    if diff.delta is None:
+        return "n/a"
+    mark = "▲" if _better(metric, diff) else "▼" if _worse(metric, diff) else "≈"
+    bounds = "" if diff.low is None else f" [{_num(diff.low, 3)}, {_num(diff.high, 3)}]"
+    return f"{mark} {_pct(diff.relative)} (Δ {_num(diff.delta, 3)}{bounds})"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(cell).replace("|", "\\|") for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+# -- analyses ---------------------------------------------------------------------------------------------
+
+
+def _changes(document: Mapping[str, Any]) -> dict[str, dict[str, Difference]]:
+    """``{label: {metric: difference vs the baseline}}`` for every main configuration but the baseline."""
+    main = _main_configurations(document)
+    baseline = main.get("baseline")
+    if baseline is None:
+        return {}
+    return {label: {m: difference_interval(_seed_values(c, m), _seed_values(baseline, m)) for m in TABLE_METRICS}
+            for label, c in main.items() if label != "baseline"}
+
+
+def _popularity_disparity(matrix: np.ndarray) -> list[float]:
+    """Per seed: mean NDCG of the more popular half of the deciles minus that of the less popular half."""
+    half = matrix.shape[1] // 2
+    return [float(np.nanmean(row[-half:]) - np.nanmean(row[:half])) for row in matrix]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    key: str  # side_effects, mitigation, popularity, rebalancing, downstream, scale
+    claim: str
+    rule: str
+    verdict: str  # "supported", "partly supported", "not supported", "not testable"
+    evidence: str
+
+
+def _claims(document: Mapping[str, Any]) -> list[Verdict]:
+    main = _main_configurations(document)
+    changes = _changes(document)
+    verdicts = []
+    core = [m for m in CORE_METRICS if _available(document, m)]
+
+    # 1. single-objective tuning hurts unoptimised metrics
+    hurt: dict[str, list[str]] = {}
+    for mode in ("ndcg", "clustering"):
+        if mode in changes:
+            optimised = set(_objectives(document, mode))
+            hurt[mode] = [m for m in core if m not in optimised and _worse(m, changes[mode][m])]
+    rule1 = ("each single-objective configuration is compared with the baseline on every unoptimised core metric "
+             f"({', '.join(core)}); supported when both single-objective modes make at least one significantly "
+             "worse")
+    if not hurt:
+        verdicts.append(Verdict("side_effects", "Single-objective tuning hurts unoptimised metrics", rule1, "not testable",
+                                "no single-objective mode was run"))
+    else:
+        evidence = "; ".join(
+            f"{mode}: " + (", ".join(f"{m} {_change(m, changes[mode][m])}" for m in worse) or "nothing significantly worse")
+            for mode, worse in hurt.items())
+        n_hurt = sum(bool(w) for w in hurt.values())
+        verdict = "supported" if n_hurt == len(hurt) == 2 else "partly supported" if n_hurt else "not supported"
+        verdicts.append(Verdict("side_effects", "Single-objective tuning hurts unoptimised metrics", rule1, verdict, evidence))
+
+    # 2. multi-objective mitigates
+    rule2 = ("the NSGA-II balanced compromise must significantly improve at least one of its objectives and make "
+             "fewer core metrics significantly worse than each single-objective configuration")
+    if "nsga2" in changes and hurt:
+        nsga2 = changes["nsga2"]
+        worse = [m for m in core if _worse(m, nsga2[m])]
+        improved = [m for m in _objectives(document, "nsga2") if _better(m, nsga2[m])]
+        so_worse = {mode: sum(_worse(m, changes[mode][m]) for m in core) for mode in hurt}
+        ok = bool(improved) and all(len(worse) < n for n in so_worse.values())
+        partly = bool(improved) and any(len(worse) < n for n in so_worse.values())
+        evidence = (f"nsga2 improves {', '.join(improved) or 'no objective'} significantly and worsens "
+                    f"{len(worse)} core metric(s){' (' + ', '.join(worse) + ')' if worse else ''}; single-objective "
+                    "modes worsen " + ", ".join(f"{mode}: {n}" for mode, n in so_worse.items()))
+        verdicts.append(Verdict("mitigation", "Multi-objective optimisation mitigates those side effects", rule2,
+                                "supported" if ok else "partly supported" if partly else "not supported", evidence))
+    else:
+        verdicts.append(Verdict("mitigation", "Multi-objective optimisation mitigates those side effects", rule2, "not testable",
+                                "needs the nsga2 mode and a single-objective mode"))
+
+    # 3a. next-song quality anti-correlated with popularity (baseline)
+    rule3 = ("baseline test NDCG@K by target-song popularity decile: Spearman correlation between decile and NDCG "
+             "is negative, and the least popular decile scores significantly above the most popular one")
+    baseline = main.get("baseline")
+    matrix = None if baseline is None else _bucket_matrix(baseline)
+    if matrix is None:
+        verdicts.append(Verdict("popularity", "Next-song quality is anti-correlated with popularity", rule3, "not testable",
+                                "no bucket results"))
+    else:
+        means = np.nanmean(matrix, axis=0)
+        rho = float(stats.spearmanr(np.arange(len(means)), means).statistic)
+        low_vs_high = difference_interval(matrix[:, 0], matrix[:, -1])
+        verdict = ("supported" if rho < 0 and low_vs_high.significant and low_vs_high.delta > 0  # type: ignore[operator]
+                   else "partly supported" if rho < 0 else "not supported")
+        evidence = (f"Spearman ρ = {rho:+.2f} over {len(means)} deciles; least popular decile "
+                    f"{_num(float(means[0]))} vs most popular {_num(float(means[-1]))} "
+                    f"(Δ {_num(low_vs_high.delta, 3)} [{_num(low_vs_high.low, 3)}, {_num(low_vs_high.high, 3)}])")
+        verdicts.append(Verdict("popularity", "Next-song quality is anti-correlated with popularity", rule3, verdict, evidence))
+
+        # 3b. tuning rebalances across popularity levels
+        rule3b = ("disparity = mean NDCG of the 5 most popular deciles minus the 5 least popular, per seed; a tuned "
+                  "configuration rebalances when |disparity| shrinks significantly vs the baseline (Welch interval of "
+                  "the disparity difference excludes 0 in that direction)")
+        base_disp = _popularity_disparity(matrix)
+        parts, rebalanced = [], []
+        for label, config in main.items():
+            other = _bucket_matrix(config)
+            if label == "baseline" or other is None:
+                continue
+            disp = _popularity_disparity(other)
+            diff = difference_interval(disp, base_disp)
+            shrinks = diff.significant and abs(np.mean(disp)) < abs(np.mean(base_disp))
+            if shrinks:
+                rebalanced.append(label)
+            parts.append(f"{label}: {_num(float(np.mean(disp)), 3)} (Δ {_num(diff.delta, 3)} "
+                         f"[{_num(diff.low, 3)}, {_num(diff.high, 3)}])")
+        evidence = f"baseline disparity {_num(float(np.mean(base_disp)), 3)}; " + "; ".join(parts)
+        verdict = ("supported" if "nsga2" in rebalanced else "partly supported" if rebalanced else "not supported")
+        verdicts.append(Verdict("rebalancing", "Tuning rebalances quality across popularity levels", rule3b, verdict, evidence))
+
+    # 4. downstream benefit
+    rule4 = ("playlist continuation (R-precision and NDCG@K on held-out test playlists, never optimised): supported "
+             "when the NSGA-II compromise improves at least one significantly and worsens none; partly when another "
+             "tuned configuration does")
+    if changes and _available(document, DOWNSTREAM[0]):
+        good = {label: [m for m in DOWNSTREAM if _better(m, d[m])] for label, d in changes.items()}
+        bad = {label: [m for m in DOWNSTREAM if _worse(m, d[m])] for label, d in changes.items()}
+        winners = [label for label in changes if good[label] and not bad[label]]
+        evidence = "; ".join(f"{label}: " + ", ".join(f"{m.removeprefix('continuation_')} {_change(m, d[m])}"
+                                                     for m in DOWNSTREAM) for label, d in changes.items())
+        verdict = "supported" if "nsga2" in winners else "partly supported" if winners else "not supported"
+        verdicts.append(Verdict("downstream", "Benefits reach a downstream task (playlist continuation)", rule4, verdict, evidence))
+    else:
+        verdicts.append(Verdict("downstream", "Benefits reach a downstream task (playlist continuation)", rule4, "not testable",
+                                "no continuation scores"))
+
+    # 5. more data allows better configurations
+    rule5 = ("scale study: the tuned (NSGA-II compromise) test NDCG at 100% of the training sequences is significantly "
+             "above the one at the smallest fraction, and its gain over the same-scale baseline is larger at 100%")
+    points = _scale_points(document)
+    if len(points) >= 2:
+        small, full = points[0], points[-1]
+        absolute = difference_interval(_seed_values(full["tuned"], "ndcg"), _seed_values(small["tuned"], "ndcg"))
+        gain_full = difference_interval(_seed_values(full["tuned"], "ndcg"), _seed_values(full["baseline"], "ndcg"))
+        gain_small = difference_interval(_seed_values(small["tuned"], "ndcg"), _seed_values(small["baseline"], "ndcg"))
+        better = absolute.significant and absolute.delta > 0  # type: ignore[operator]
+        larger_gain = (gain_full.delta or 0.0) > (gain_small.delta or 0.0)
+        evidence = (f"tuned NDCG, {small['fraction'] * 100:g}% → 100% of the data: Δ {_num(absolute.delta, 3)} "
+                    f"[{_num(absolute.low, 3)}, {_num(absolute.high, 3)}]; gain over baseline at "
+                    f"{small['fraction'] * 100:g}%: {_num(gain_small.delta, 3)} [{_num(gain_small.low, 3)}, "
+                    f"{_num(gain_small.high, 3)}], at 100%: {_num(gain_full.delta, 3)} [{_num(gain_full.low, 3)}, "
+                    f"{_num(gain_full.high, 3)}]; median seconds per trial {small['seconds']:.1f} → {full['seconds']:.1f}")
+        verdict = "supported" if better and larger_gain else "partly supported" if better else "not supported"
+        verdicts.append(Verdict("scale", "More training data allows better configurations", rule5, verdict, evidence))
+    else:
+        verdicts.append(Verdict("scale", "More training data allows better configurations", rule5, "not testable",
+                                "the scale study needs at least two fractions"))
+    return verdicts
+
+
+def _scale_points(document: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Per training fraction (ascending): its NSGA-II study, tuned configuration and baseline."""
+    points = []
+    for study in document["studies"]:
+        if not (study["mode"] == "scale" or study["mode"] == "nsga2"):
+            continue
+        configs = [c for c in document["configurations"] if c["study"] == study["study"] and c.get("test_runs")]
+        tuned = next((c for c in configs if c["mode"] in ("scale", "nsga2") and c["label"] != "nsga2 best-ndcg"), None)
+        baseline = next((c for c in configs if c["mode"] == "study-baseline"), None)
+        if tuned is None or baseline is None:
+            continue
+        seconds = statistics.median(study["trial_seconds"]) if study["trial_seconds"] else float("nan")
+        points.append({"fraction": study["fraction"], "study": study, "tuned": tuned, "baseline": baseline,
+                       "seconds": seconds})
+    return sorted(points, key=lambda p: p["fraction"])
+
+
+# -- figures ------------------------------------------------------------------------------------------------
+
+
+def bucket_figure(document: Mapping[str, Any]) -> go.Figure | None:
+    """Test NDCG@K by target-song popularity decile, one line per main configuration, 95% error bars."""
+    edges = _edges(document)
+    main = _main_configurations(document)
+    if edges is None or not main:
+        return None
+    figure = go.Figure()
+    for label, config in main.items():
+        matrix = _bucket_matrix(config)
+        if matrix is None:
+            continue
+        intervals = [mean_interval(matrix[:, j]) for j in range(matrix.shape[1])]
+        x = list(range(1, matrix.shape[1] + 1))
+        figure.add_trace(go.Scatter(
+            x=x, y=[i.mean for i in intervals], name=label, mode="lines+markers",
+            line={"color": _COLOURS.get(label)},
+            error_y={"type": "data", "symmetric": False,
+                     "array": [0 if i.high is None else i.high - i.mean for i in intervals],
+                     "arrayminus": [0 if i.low is None else i.mean - i.low for i in intervals]}))
+    k = document["settings"]["k"]
+    figure.update_layout(
+        title=f"Test NDCG@{k} by popularity decile of the target song (1 = least played), mean and 95% CI",
+        xaxis_title="target-song popularity decile (training play count)", yaxis_title=f"NDCG@{k}",
+        height=520, template="plotly_white")
+    return figure
+
+
+def scale_figure(document: Mapping[str, Any]) -> go.Figure | None:
+    """Test NDCG of the tuned configuration and the baseline per training fraction; seconds per trial."""
+    points = _scale_points(document)
+    if len(points) < 2:
+        return None
+    figure = make_subplots(rows=1, cols=2, subplot_titles=("Test NDCG@K (mean, 95% CI)", "Median seconds per trial"))
+    x = [p["fraction"] * 100 for p in points]
+    for key, colour in (("tuned", _COLOURS["nsga2"]), ("baseline", _COLOURS["baseline"])):
+        intervals = [mean_interval(_seed_values(p[key], "ndcg")) for p in points]
+        figure.add_trace(go.Scatter(
+            x=x, y=[i.mean for i in intervals], mode="lines+markers", line={"color": colour},
+            name="NSGA-II compromise" if key == "tuned" else "baseline (gensim defaults)",
+            error_y={"type": "data", "symmetric": False,
+                     "array": [0 if i.high is None else i.high - i.mean for i in intervals],
+                     "arrayminus": [0 if i.low is None else i.mean - i.low for i in intervals]}), row=1, col=1)
+    figure.add_trace(go.Bar(x=x, y=[p["seconds"] for p in points], name="seconds per trial",
+                            marker_color="#2ca02c"), row=1, col=2)
+    figure.update_xaxes(title_text="% of training sequences", type="log", row=1, col=1)
+    figure.update_xaxes(title_text="% of training sequences", type="category", row=1, col=2)
+    figure.update_layout(height=480, template="plotly_white", title="Scale study")
+    return figure
+
+
+def search_figure(document: Mapping[str, Any]) -> go.Figure | None:
+    """Validation NDCG against the clustering objective for every trial of every mode's study."""
+    clustering = next((s["objectives"][0] for s in document["studies"] if s["mode"] == "clustering"), None)
+    studies = [s for s in document["studies"] if s["mode"] in ("ndcg", "clustering", "random", "nsga2")]
+    if clustering is None or not studies:
+        return None
+    figure = go.Figure()
+    for study in studies:
+        trials = [t for t in study["trials"] if t.get("ndcg") is not None and t.get(clustering) is not None]
+        figure.add_trace(go.Scatter(
+            x=[t["ndcg"] for t in trials], y=[t[clustering] for t in trials], mode="markers", name=study["mode"],
+            marker={"color": _COLOURS.get(study["mode"]), "size": 8,
+                    "symbol": ["circle" if t["feasible"] else "x" for t in trials]}))
+    figure.update_layout(title=f"Every trial on validation (x = infeasible under the HardNeg safeguard)",
+                         xaxis_title="NDCG@K (validation)", yaxis_title=f"{clustering} (validation)", height=520,
+                         template="plotly_white")
+    return figure
+
+
+# -- the page ----------------------------------------------------------------------------------------------------
+
+
+def render_markdown(document: Mapping[str, Any], *, title: str, commands: Sequence[str],
+                    figures: Sequence[str]) -> str:
+    """The results page as Markdown; ``figures`` are the PNG file names written next to it."""
+    settings, dataset = document["settings"], document["dataset"]
+    counts = dataset["counts"]
+    main = _main_configurations(document)
+    changes = _changes(document)
+    k = settings["k"]
+    out: list[str] = [f"# Results: {title}", ""]
+    compute = sum(s["optimisation_seconds"] + s.get("evaluated_runs_seconds", 0.0) for s in document["studies"])
+    out += [
+        f"Dataset `{Path(dataset['path']).name}` (fingerprint `{dataset['fingerprint'][:12]}`): "
+        f"{counts.get('sequences')} sequences ({counts.get('train_sequences')} training), {counts.get('songs')} songs, "
+        f"{counts.get('artists')} artists, {counts.get('genres')} genres, {counts.get('hard_negative_pairs')} "
+        f"hard-negative pairs over {counts.get('songs_with_hard_negative')} songs. Validation pairs "
+        f"{_pairs(counts, 'validation')}, test pairs {_pairs(counts, 'test')}.",
+        "",
+        f"Every search mode had the same budget of **{settings['trials']} completed trials** (the baseline, trial 0, "
+        f"included); NSGA-II generations of {settings['population_size']}; K = {k}; study seed {settings['seed']}. Each "
+        f"chosen configuration was re-trained with **{settings['seeds']} seeds** and evaluated on the test split; "
+        "intervals are 95% Student-t over seeds, changes are differences of means with 95% Welch intervals "
+        "(▲ significantly better, ▼ significantly worse, ≈ interval includes 0). "
+        f"Compute: {compute / 60:.1f} min of single-threaded trials and test runs (songhpo {document['songhpo']}).",
+        "",
+        "## Verdicts per paper claim",
+        "",
+    ]
+    verdicts = _claims(document)
+    out.append(_table(["claim", "verdict", "our numbers", "rule"],
+                      [[v.claim, f"**{v.verdict}**", v.evidence, v.rule] for v in verdicts]))
+    out += ["", "## Headline (test split)", ""]
+    headline = [m for m in ("ndcg", "ch_artist", "ch_genre", "hardneg", "continuation_rprecision") if _available(document, m)]
+    rows = []
+    for label, config in main.items():
+        cells = [label, str(config["trial"])]
+        for m in headline:
+            interval = _ci(mean_interval(_seed_values(config, m)))
+            if label != "baseline" and label in changes:
+                interval += f"<br>{_change(m, changes[label][m])}"
+            cells.append(interval)
+        rows.append(cells)
+    out.append(_table(["configuration", "trial", *[_metric_title(m, k) for m in headline]], rows))
+    out += ["", "How each configuration was chosen (on validation only):", ""]
+    out += [f"- **{label}** ({c['study']}, trial {c['trial']}): {c['rule']}." for label, c in main.items()]
+
+    out += ["", "## Side effects: every metric, every mode (test split, change vs baseline)", ""]
+    labels = [label for label in main if label != "baseline"]
+    rows = []
+    for m in TABLE_METRICS:
+        if not _available(document, m):
+            continue
+        base = _ci(mean_interval(_seed_values(main["baseline"], m))) if "baseline" in main else "n/a"
+        rows.append([_metric_title(m, k), base, *[_change(m, changes[label][m]) for label in labels]])
+    out.append(_table(["metric", "baseline", *labels], rows))
+    unavailable = [m for m in TABLE_METRICS if not _available(document, m)]
+    if unavailable:
+        out += ["", f"Unavailable on this dataset (no labels or no hard negatives): {', '.join(unavailable)}."]
+
+    out += ["", "## Popularity buckets", ""]
+    if "buckets.png" in figures:
+        out += ["![NDCG by popularity decile](" + _figure_path(title, "buckets.png") + ")", ""]
+    edges = _edges(document)
+    if edges is not None:
+        header = ["decile (plays)", *main.keys()]
+        matrices = {label: _bucket_matrix(c) for label, c in main.items()}
+        rows = []
+        for j in range(len(edges) - 1):
+            cells = [f"{j + 1} ({edges[j]:g}, {edges[j + 1]:g}]"]
+            for label in main:
+                matrix = matrices[label]
+                cells.append("n/a" if matrix is None else _ci(mean_interval(matrix[:, j])))
+            rows.append(cells)
+        out.append(_table(header, rows))
+        out += ["", f"Test NDCG@{k} by the popularity decile of the target song (decile edges in training plays)."]
+
+    out += ["", "## Downstream: playlist continuation (test playlists, never optimised)", ""]
+    if _available(document, DOWNSTREAM[0]):
+        rows = []
+        for label, config in main.items():
+            cells = [label]
+            for m in DOWNSTREAM:
+                cell = _ci(mean_interval(_seed_values(config, m)))
+                if label in changes:
+                    cell += f"<br>{_change(m, changes[label][m])}"
+                cells.append(cell)
+            playlists = _seed_values(config, "continuation_playlists")
+            cells.append(str(int(playlists[0])) if playlists and playlists[0] is not None else "n/a")
+            rows.append(cells)
+        out.append(_table(["configuration", "R-precision", f"NDCG@{k}", "playlists"], rows))
+        out += ["", "Each held-out test playlist is seeded with its first 5 songs; the vocabulary is ranked by cosine "
+                "similarity to the seed centroid (seed songs excluded) and the remaining songs are the relevant set."]
+
+    out += ["", "## Search", ""]
+    if "search.png" in figures:
+        out += ["![trials on validation](" + _figure_path(title, "search.png") + ")", ""]
+    rows = []
+    for s in document["studies"]:
+        if s["mode"] == "scale":
+            continue
+        best = ", ".join(f"{m} {_num(v)}" for m, v in s["best_validation"].items())
+        safeguard = s.get("safeguard") or {}
+        rows.append([s["mode"], s["study"], s["sampler"], ", ".join(s["objectives"]), str(s["trials_complete"]),
+                     str(s["trials_failed"]), str(s["infeasible"]), str(s["front_size"]), best,
+                     "on" if safeguard.get("enabled") else "off",
+                     f"{statistics.median(s['trial_seconds']):.1f}" if s["trial_seconds"] else "n/a"])
+    out.append(_table(["mode", "study", "sampler", "objectives", "trials", "failed", "infeasible", "front",
+                       "best on validation (feasible)", "safeguard", "median s/trial"], rows))
+
+    out += ["", "## Scale study (NSGA-II on nested subsets of the training sequences)", ""]
+    points = _scale_points(document)
+    if "scale.png" in figures:
+        out += ["![scale study](" + _figure_path(title, "scale.png") + ")", ""]
+    if points:
+        rows = []
+        for p in points:
+            s = p["study"]
+            tuned, baseline = p["tuned"], p["baseline"]
+            gain = difference_interval(_seed_values(tuned, "ndcg"), _seed_values(baseline, "ndcg"))
+            params = ", ".join(f"{n}={_num(v, 3) if isinstance(v, float) else v}" for n, v in tuned["params"].items()
+                               if n in ("vector_size", "window", "ns_exponent", "negative", "alpha"))
+            best = ", ".join(f"{m} {_num(v)}" for m, v in s["best_validation"].items())
+            rows.append([f"{p['fraction'] * 100:g}%", str(s["training_sequences"]), best,
+                         _ci(mean_interval(_seed_values(tuned, "ndcg"))), _ci(mean_interval(_seed_values(baseline, "ndcg"))),
+                         _change("ndcg", gain), params, f"{p['seconds']:.1f}", f"{s['optimisation_seconds'] / 60:.1f}"])
+        out.append(_table(["training data", "sequences", "best on validation", f"tuned test NDCG@{k}",
+                           f"baseline test NDCG@{k}", "tuned vs baseline", "chosen parameters", "median s/trial",
+                           "study minutes"], rows))
+        out += ["", "Evaluation pairs are the same at every scale; a song the subset never plays has no vector, so "
+                "its pairs count as misses. The 10% subset is contained in the 25% one, and so on."]
+
+    out += ["", "## Chosen configurations", ""]
+    rows = []
+    for c in document["configurations"]:
+        if c["mode"] == "study-baseline":
+            continue
+        params = ", ".join(f"{n}={_num(v, 3) if isinstance(v, float) else v}" for n, v in c["params"].items()
+                           if n in ("vector_size", "window", "ns_exponent", "negative", "alpha"))
+        rows.append([c["label"], c["study"], str(c["trial"]), params, str(len(c["test_runs"]))])
+    out.append(_table(["configuration", "study", "trial", "Word2Vec parameters", "test seeds"], rows))
+
+    check = _determinism(document)
+    if check is not None:
+        out += ["", f"Determinism check: the baseline was re-trained on test in {check[0]} studies with the same seeds; "
+                f"the largest difference between them over every metric is {check[1]:.3g}."]
+    out += ["", "## How to reproduce", "", "```sh", *commands, "```", ""]
+    return "\n".join(out)
+
+
+def _pairs(counts: Mapping[str, Any], split: str) -> str:
+    pairs = (counts.get("pairs") or {}).get(split) or {}
+    return f"{pairs.get('in', 0)} in-set + {pairs.get('out', 0)} out-of-set"
+
+
+def _metric_title(metric: str, k: int) -> str:
+    titles = {"ndcg": f"NDCG@{k}", "ndcg_in": f"NDCG@{k} in-set", "ndcg_out": f"NDCG@{k} out-of-set",
+              "hitrate": f"HitRate@{k}", "hitrate_in": f"HitRate@{k} in-set", "hitrate_out": f"HitRate@{k} out-of-set",
+              "ch_artist": "CH-artist", "ch_genre": "CH-genre", "coherence_artist": "artist coherence",
+              "coherence_genre": "genre coherence", "hardneg": f"HardNeg@{k} (lower is better)",
+              "continuation_rprecision": "continuation R-precision", "continuation_ndcg": f"continuation NDCG@{k}"}
+    return titles.get(metric, metric)
+
+
+def _figure_path(title: str, name: str) -> str:
+    return f"{_slug(title)}-{name}"
+
+
+def _slug(title: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in title).strip("-") or "results"
+
+
+def _determinism(document: Mapping[str, Any]) -> tuple[int, float] | None:
+    """(number of full-data baseline evaluations, largest metric difference between them)."""
+    baselines = [c for c in document["configurations"]
+                 if c["fraction"] == 1.0 and c["trial"] == 0 and c.get("test_runs") and c["mode"] in ("baseline", "study-baseline")]
+    if len(baselines) < 2:
+        return None
+    largest = 0.0
+    reference = baselines[0]
+    for other in baselines[1:]:
+        for run_a, run_b in zip(reference["test_runs"], other["test_runs"]):
+            for metric in TABLE_METRICS:
+                a, b = run_a["metrics"].get(metric), run_b["metrics"].get(metric)
+                if a is not None and b is not None:
+                    largest = max(largest, abs(float(a) - float(b)))
+    return len(baselines), largest
+
+
+def write_results_page(document: Mapping[str, Any], out: str | Path, *, title: str | None = None,
+                       commands: Sequence[str] = (), png: bool = True) -> list[Path]:
+    """Write the Markdown page ``out`` and, with ``png``, its figures ``<slug>-<figure>.png`` next to it.
+
+    Returns the written paths. Figures are exported first (atomically); the page is written last.
+    """
+    from dashboards.report import export_pngs
+
+    out = Path(out)
+    title = title or Path(document["dataset"]["path"]).name
+    written: list[Path] = []
+    names: list[str] = []
+    if png:
+        figures = {"buckets.png": bucket_figure(document), "scale.png": scale_figure(document),
+                   "search.png": search_figure(document)}
+        items = [(f"{_slug(title)}-{name.removesuffix('.png')}", figure) for name, figure in figures.items()
+                 if figure is not None]
+        written += export_pngs(items, out.parent)
+        names = [name for name, figure in figures.items() if figure is not None]
+    if not commands:
+        s = document["settings"]
+        commands = [f"songhpo experiment run --dataset {s['dataset']} --out {s['out']} --trials {s['trials']} "
+                    f"--seeds {s['seeds']}", f"songhpo experiment report {s['out']} --out {out}"]
+    atomic_write_text(out, render_markdown(document, title=title, commands=commands, figures=names))
+    return [*written, out]

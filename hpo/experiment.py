@@ -1,0 +1,342 @@
+"""The paper's experiments on one prepared dataset (``songhpo experiment run``).
+
+Every search mode gets the same budget of completed trials (the baseline, trial 0, included):
+
+==============  ======================================  =========  =====================
+mode            objectives                              sampler    HardNeg safeguard
+==============  ======================================  =========  =====================
+``baseline``    (gensim defaults only: one trial)       -          -
+``ndcg``        NDCG@K                                  TPE        off
+``clustering``  CH-artist (CH-genre without artists)    TPE        off
+``random``      the multi-objective list                random     on
+``nsga2``       the multi-objective list                NSGA-II    on
+==============  ======================================  =========  =====================
+
+The multi-objective list is NDCG, CH-artist and CH-genre, less those the dataset has no labels for.
+Single-objective modes run without the safeguard, as the paper's single-objective studies did; random
+search and NSGA-II share objectives and safeguard, so comparing them compares samplers only.
+
+Chosen configurations (on validation): the best trial of a single-objective study; the balanced
+compromise of the feasible front (:func:`dashboards.selection.balanced_compromise`) for random search
+and NSGA-II, plus NSGA-II's best-NDCG front member. Each is re-trained with ``seeds`` seeds and
+evaluated on the test split (:func:`hpo.results.evaluate_front`), together with its study's baseline.
+
+The scale study runs the NSGA-II study again on nested seeded subsets of the training sequences
+(``training.fraction``); 100% is the ``nsga2`` mode's study. Evaluation pairs are the same at every
+scale, so a song a subset never plays cannot be retrieved there.
+
+Everything lives in one storage (default ``OUT/experiment.db``); ``OUT/results.json`` gathers what the
+results page needs (:mod:`dashboards.experiment`). Re-running the same command resumes: studies continue
+to their budget and test runs already stored are reused.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from hpo import __version__
+from hpo._atomic import atomic_write_text
+from hpo.config import StudyConfig, parse_config
+from hpo.dataset import PreparedDataset
+from hpo.errors import InputError
+from hpo.results import evaluate_front, retrain_seed, training_params
+from hpo.study import SAFEGUARD_ATTR, baseline_trial, create_study, feasible_pareto_front, run_worker
+from storage import results as store
+
+__all__ = ["MODES", "ExperimentSettings", "StudyPlan", "plan_studies", "run_experiment"]
+
+_log = logging.getLogger(__name__)
+
+MODES = ("baseline", "ndcg", "clustering", "random", "nsga2")
+DEFAULT_SCALES = (0.1, 0.25, 0.5, 1.0)
+RESULTS_FILE = "results.json"
+RESULTS_FORMAT = "songhpo-experiment"
+RESULTS_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ExperimentSettings:
+    """What ``songhpo experiment run`` was asked; every study of the experiment derives from it.
+
+    ``trials`` is the budget of completed trials of every search mode; ``seeds`` the test re-trainings of
+    each chosen configuration; ``scales`` the training fractions of the scale study (empty: none).
+    """
+
+    dataset: Path
+    out: Path
+    storage: str | None = None
+    name: str = "exp"
+    trials: int = 40
+    seeds: int = 3
+    seed: int = 0
+    population_size: int = 10
+    k: int = 100
+    modes: tuple[str, ...] = MODES
+    scales: tuple[float, ...] = DEFAULT_SCALES
+
+    def validate(self) -> None:
+        unknown = [m for m in self.modes if m not in MODES]
+        if unknown:
+            raise InputError(f"--modes: unknown mode {unknown[0]!r}; expected some of {', '.join(MODES)}")
+        if not self.modes:
+            raise InputError("--modes: at least one mode is needed")
+        bad = [s for s in self.scales if not 0.0 < s <= 1.0]
+        if bad:
+            raise InputError(f"--scales: {bad[0]} is not a fraction in (0, 1]")
+        if self.trials < 2:
+            raise InputError(f"--trials {self.trials}: expected at least 2 (the baseline and one searched trial)")
+        if self.seeds < 1:
+            raise InputError(f"--seeds {self.seeds}: expected a positive integer")
+        if self.population_size < 2:
+            raise InputError(f"--population-size {self.population_size}: expected at least 2")
+        if self.k < 1:
+            raise InputError(f"--k {self.k}: expected a positive integer")
+
+    @property
+    def storage_url(self) -> str:
+        return self.storage or f"sqlite:///{(self.out / 'experiment.db').resolve()}"
+
+
+@dataclass(frozen=True)
+class StudyPlan:
+    """One study of the experiment: its mode, training fraction and config."""
+
+    mode: str
+    fraction: float
+    config: StudyConfig
+
+
+@dataclass
+class ChosenConfiguration:
+    """A configuration chosen on validation, with its test runs (one per seed)."""
+
+    label: str
+    mode: str
+    study: str
+    fraction: float
+    trial: int
+    rule: str
+    params: dict[str, Any]
+    validation: dict[str, Any]
+    test_runs: list[dict[str, Any]] = field(default_factory=list)
+
+
+def multi_objectives(dataset: PreparedDataset) -> list[str]:
+    """NDCG plus the Calinski-Harabasz proxies the dataset has labels for."""
+    counts = dataset.counts
+    return ["ndcg", *(["ch_artist"] if counts.get("artists", 0) else []), *(["ch_genre"] if counts.get("genres", 0) else [])]
+
+
+def clustering_objective(dataset: PreparedDataset) -> str | None:
+    """CH-artist where artists exist, else CH-genre, else ``None`` (no clustering mode possible)."""
+    counts = dataset.counts
+    if counts.get("artists", 0):
+        return "ch_artist"
+    return "ch_genre" if counts.get("genres", 0) else None
+
+
+def plan_studies(settings: ExperimentSettings, dataset: PreparedDataset) -> list[StudyPlan]:
+    """The studies of the experiment, in the order they run (cheapest first)."""
+    multi = multi_objectives(dataset)
+    base: dict[str, Any] = {
+        "dataset": str(settings.dataset), "storage": settings.storage_url, "seed": settings.seed,
+        "trials": settings.trials, "evaluation": {"k": settings.k}, "training": {"workers": 1},
+    }
+    per_mode: dict[str, dict[str, Any]] = {
+        "baseline": {"trials": 1, "objectives": multi, "sampler": {"name": "nsga2"}},
+        "ndcg": {"objectives": ["ndcg"], "sampler": {"name": "tpe"}, "constraint": {"enabled": False}},
+        "random": {"objectives": multi, "sampler": {"name": "random"}},
+        "nsga2": {"objectives": multi, "sampler": {"name": "nsga2", "population_size": settings.population_size}},
+    }
+    clustering = clustering_objective(dataset)
+    if clustering is not None:
+        per_mode["clustering"] = {"objectives": [clustering], "sampler": {"name": "tpe"},
+                                  "constraint": {"enabled": False}}
+    elif "clustering" in settings.modes:
+        _log.warning("dataset %s has neither artist nor genre labels: the clustering mode is skipped", dataset.path)
+
+    plans = []
+    for mode in settings.modes:
+        if mode in per_mode:
+            name = f"{settings.name}-{mode}"
+            plans.append(StudyPlan(mode, 1.0, parse_config({**base, **per_mode[mode], "name": name}, name)))
+    for fraction in sorted(set(settings.scales)):
+        if fraction == 1.0 and "nsga2" in settings.modes:
+            continue  # the nsga2 mode's study is the 100% point
+        name = f"{settings.name}-scale-{fraction * 100:g}pct"
+        training = {"workers": 1, "fraction": fraction}
+        plans.append(StudyPlan("scale", fraction, parse_config(
+            {**base, **per_mode["nsga2"], "training": training, "name": name}, name)))
+    return plans
+
+
+def _chosen_trials(plan: StudyPlan, study: optuna.Study) -> list[tuple[str, FrozenTrial, str]]:
+    """``(label, trial, rule)`` of the configurations the plan's mode contributes."""
+    from dashboards.selection import BALANCED_RULE, balanced_compromise, best_by_metric
+
+    baseline = baseline_trial(study)
+    if plan.mode == "baseline":
+        return [] if baseline is None else [("baseline", baseline, "gensim's default parameters (trial 0)")]
+    if plan.mode in ("ndcg", "clustering"):
+        metric = plan.config.objectives[0]
+        best = best_by_metric(study, metric)
+        return [] if best is None else [(plan.mode, best, f"highest validation {metric} of the study")]
+    front = feasible_pareto_front(study)
+    chosen = []
+    label = plan.mode if plan.mode != "scale" else f"nsga2 @ {plan.fraction * 100:g}%"
+    compromise = balanced_compromise(study, front)
+    if compromise is not None:
+        chosen.append((label, compromise, BALANCED_RULE))
+    if plan.mode == "nsga2":
+        best = best_by_metric(study, "ndcg", front)
+        if best is not None:
+            chosen.append(("nsga2 best-ndcg", best, "feasible front member with the highest validation ndcg"))
+    return chosen
+
+
+def _study_summary(plan: StudyPlan, study: optuna.Study) -> dict[str, Any]:
+    trials = study.get_trials(deepcopy=False)
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    durations = [(t.datetime_complete - t.datetime_start).total_seconds()
+                 for t in complete if t.datetime_start and t.datetime_complete]
+    front = feasible_pareto_front(study)
+    best = {}
+    for index, (metric, direction) in enumerate(zip(study.metric_names or [], study.directions)):
+        feasible = [t for t in complete if all(v <= 0.0 for v in t.constraints.values())]
+        values = [t.values[index] for t in feasible]
+        if values:
+            best[metric] = max(values) if direction == optuna.study.StudyDirection.MAXIMIZE else min(values)
+    return {
+        "study": study.study_name, "mode": plan.mode, "fraction": plan.fraction,
+        "objectives": list(plan.config.objectives), "sampler": plan.config.sampler.name,
+        "population_size": plan.config.sampler.population_size,
+        "safeguard": study.user_attrs.get(SAFEGUARD_ATTR),
+        "trials_complete": len(complete), "trials_failed": sum(t.state == TrialState.FAIL for t in trials),
+        "infeasible": sum(not t.user_attrs.get("feasible", True) for t in complete),
+        "front_size": len(front), "best_validation": best,
+        "trial_seconds": durations, "optimisation_seconds": sum(durations),
+        "training_sequences": None,
+        "trials": [{"number": t.number, "values": list(t.values), "feasible": bool(t.user_attrs.get("feasible", True)),
+                    "params": dict(t.params), "baseline": bool(t.user_attrs.get("baseline")),
+                    **{m: t.user_attrs.get(m) for m in ("ndcg", "ch_artist", "ch_genre", "hardneg")}}
+                   for t in complete],
+    }
+
+
+def _test_runs(url: str, study: str, trial: FrozenTrial, seeds: int) -> list[dict[str, Any]]:
+    wanted = [retrain_seed(trial, i) for i in range(seeds)]
+    runs = store.model_results(url, study, trial.number, wanted, split="test")
+    return [{"seed": seed, **runs[seed]} for seed in wanted if seed in runs]
+
+
+def run_experiment(settings: ExperimentSettings) -> dict[str, Any]:
+    """Run (or resume) every study, evaluate the chosen configurations on test, write ``results.json``.
+
+    Returns the results document (see :mod:`dashboards.experiment` for its use).
+    """
+    settings.validate()
+    dataset = PreparedDataset.load(settings.dataset)
+    settings.out.mkdir(parents=True, exist_ok=True)
+    plans = plan_studies(settings, dataset)
+    url = settings.storage_url
+    started = time.perf_counter()
+    studies: list[dict[str, Any]] = []
+    configurations: list[ChosenConfiguration] = []
+    evaluation_seconds = 0.0
+    for index, plan in enumerate(plans, 1):
+        _log.info("experiment %s: study %d/%d %s (%s, %g%% of training sequences, %d trials)", settings.name,
+                  index, len(plans), plan.config.name, plan.mode, plan.fraction * 100, plan.config.trials)
+        study = create_study(plan.config, exist_ok=True)
+        run_worker(study, plan.config)
+        summary = _study_summary(plan, study)
+        summary["training_sequences"] = _training_sequences(dataset, plan.fraction)
+        chosen = _chosen_trials(plan, study)
+        if chosen:
+            tick = time.perf_counter()
+            evaluate_front(study, plan.config, seeds=settings.seeds, chosen=[t for _, t, _ in chosen])
+            evaluation_seconds += time.perf_counter() - tick
+        baseline = baseline_trial(study)
+        members = list(chosen)
+        if baseline is not None and plan.mode != "baseline":
+            # Every study's own baseline, on test: identical at 100% (a determinism check), the reference at
+            # smaller scales.
+            members.append((f"baseline of {plan.config.name}", baseline, "gensim's default parameters (trial 0)"))
+        for label, trial, rule in members:
+            configurations.append(ChosenConfiguration(
+                label=label, mode=plan.mode if not label.startswith("baseline of") else "study-baseline",
+                study=study.study_name, fraction=plan.fraction, trial=trial.number, rule=rule,
+                params=training_params(trial),
+                validation={m: trial.user_attrs.get(m) for m in _VALIDATION_KEYS},
+                test_runs=_test_runs(url, study.study_name, trial, settings.seeds)))
+        # A trial chosen under two labels (or the baseline chosen as a mode's best) was trained once per seed.
+        runs = {(c.trial, run["seed"]): run for c in configurations if c.study == study.study_name for run in c.test_runs}
+        summary["evaluated_runs_seconds"] = sum(float(run["metrics"].get(key) or 0.0) for run in runs.values()
+                                                for key in ("train_seconds", "knn_seconds", "metrics_seconds"))
+        studies.append(summary)
+        document = _document(settings, dataset, studies, configurations, time.perf_counter() - started)
+        # Written after every study, so a long experiment can be looked at (and reported) while it runs.
+        atomic_write_text(settings.out / RESULTS_FILE, json.dumps(document, indent=1, default=_json_default) + "\n")
+    return document
+
+
+#: Validation metrics copied into results.json for each chosen configuration.
+_VALIDATION_KEYS = ("ndcg", "ndcg_in", "ndcg_out", "hitrate", "ch_artist", "ch_genre", "coherence_artist",
+                    "coherence_genre", "hardneg", "hardneg_support", "trial_seconds")
+
+
+def _training_sequences(dataset: PreparedDataset, fraction: float) -> int:
+    n = len(dataset.train_offsets) - 1
+    return n if fraction >= 1.0 else max(1, round(fraction * n))
+
+
+def _document(settings: ExperimentSettings, dataset: PreparedDataset, studies: list[dict[str, Any]],
+              configurations: Sequence[ChosenConfiguration], seconds: float) -> dict[str, Any]:
+    from storage.db import safe_url
+
+    manifest = dataset.manifest
+    return {
+        "format": RESULTS_FORMAT, "version": RESULTS_VERSION, "songhpo": __version__,
+        "settings": {**asdict(settings), "dataset": str(settings.dataset), "out": str(settings.out),
+                     "storage": safe_url(settings.storage_url)},
+        "dataset": {"path": str(dataset.path), "fingerprint": dataset.fingerprint,
+                    "source": manifest.get("source", {}), "counts": dataset.counts,
+                    "hard_negatives": manifest.get("hard_negatives")},
+        "studies": studies,
+        "configurations": [asdict(c) for c in configurations],
+        "this_run_seconds": seconds,
+    }
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Path):
+        return str(value)
+    if hasattr(value, "item"):
+        return value.item()
+    raise TypeError(f"cannot serialise {type(value).__name__}")
+
+
+def load_results(path: str | Path) -> dict[str, Any]:
+    """Read an experiment's ``results.json`` (or the directory holding it), checking its format."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / RESULTS_FILE
+    if not path.is_file():
+        raise InputError(f"{path}: no experiment results; run 'songhpo experiment run' first")
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"{path}: not valid JSON ({exc})") from exc
+    if not isinstance(document, dict) or document.get("format") != RESULTS_FORMAT:
+        raise InputError(f"{path}: not a songhpo experiment results file (expected format {RESULTS_FORMAT!r})")
+    if document.get("version") != RESULTS_VERSION:
+        raise InputError(f"{path}: results version {document.get('version')!r}, expected {RESULTS_VERSION}")
+    return document
