@@ -100,9 +100,6 @@ class Report:
         """Write :meth:`to_html` to ``path`` atomically (a temporary file, then a rename)."""
         path = Path(path)
         atomic_write_text(path, self.to_html())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(path, 0o666 & ~umask)  # the temporary file was private; a report is an ordinary file
         return path
 
     def write_pngs(self, directory: str | Path) -> list[Path]:

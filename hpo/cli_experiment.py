@@ -41,6 +41,11 @@ def add_experiment_commands(commands: Any) -> None:
     run.add_argument("--scales", default=",".join(f"{s:g}" for s in DEFAULT_SCALES),
                      help="training fractions of the scale study, comma-separated ('' for none; default "
                      f"{','.join(f'{s:g}' for s in DEFAULT_SCALES)})")
+    run.add_argument("--scale-modes", default="nsga2",
+                     help="modes the scale study repeats: nsga2, nsga2-free or both, comma-separated (default nsga2)")
+    run.add_argument("--fix", action="append", default=[], metavar="PARAM=VALUE",
+                     help="fix a Word2Vec parameter in every study, the baseline included (repeatable; e.g. min_count=1 "
+                     "so that songs with fewer than 5 plays get a vector); a fixed searched parameter is not searched")
     run.set_defaults(handler=_cmd_run)
 
     report = sub.add_parser(
@@ -48,11 +53,15 @@ def add_experiment_commands(commands: Any) -> None:
         description="Read OUT/results.json and write a Markdown page with the side-effects table, popularity "
         "buckets, playlist continuation, the scale study and a verdict per paper claim, with PNG figures next "
         "to it (kaleido and a Chromium are needed for the PNGs; --no-png skips them).")
-    report.add_argument("experiment", type=Path, help="experiment directory (or its results.json)")
+    report.add_argument("experiments", type=Path, nargs="+", metavar="EXPERIMENT",
+                        help="experiment directory (or its results.json); several are merged into one page when they "
+                        "ran different modes on the same dataset with the same settings")
     report.add_argument("--out", required=True, type=Path, help="Markdown file to write (figures go next to it)")
     report.add_argument("--title", default=None, help="page title (default: the dataset's directory name)")
     report.add_argument("--command", action="append", default=[], dest="commands",
                         help="a command to list under 'How to reproduce' (repeatable)")
+    report.add_argument("--notes", type=Path, default=None,
+                        help="a Markdown file whose text is placed under 'Notes' after the verdicts (your reading of them)")
     report.add_argument("--no-png", action="store_true", help="do not export figures")
     report.set_defaults(handler=_cmd_report)
 
@@ -69,13 +78,31 @@ def _fractions(text: str) -> tuple[float, ...]:
     return tuple(values)
 
 
+def _fixed(items: list[str]) -> tuple[tuple[str, int | float], ...]:
+    from objectives.word2vec import TUNABLE_PARAMETERS
+
+    fixed: dict[str, int | float] = {}
+    for item in items:
+        name, _, text = item.partition("=")
+        name = name.strip()
+        if name not in TUNABLE_PARAMETERS:
+            raise InputError(f"--fix {item}: unknown parameter {name!r}; expected one of {', '.join(TUNABLE_PARAMETERS)}")
+        try:
+            value: int | float = int(text) if text.strip().lstrip("-").isdigit() else float(text)
+        except ValueError:
+            raise InputError(f"--fix {item}: {text!r} is not a number") from None
+        fixed[name] = value
+    return tuple(fixed.items())
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     from hpo.experiment import ExperimentSettings, run_experiment
 
     settings = ExperimentSettings(
         dataset=args.dataset, out=args.out, storage=args.storage, name=args.name, trials=args.trials,
         seeds=args.seeds, seed=args.seed, population_size=args.population_size, k=args.k,
-        modes=tuple(m.strip() for m in args.modes.split(",") if m.strip()), scales=_fractions(args.scales))
+        modes=tuple(m.strip() for m in args.modes.split(",") if m.strip()), scales=_fractions(args.scales),
+        scale_modes=tuple(m.strip() for m in args.scale_modes.split(",") if m.strip()), fixed=_fixed(args.fix))
     document = run_experiment(settings)
     summary = {
         "results": str(args.out / "results.json"),
@@ -90,10 +117,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from dashboards.experiment import write_results_page
-    from hpo.experiment import load_results
+    from hpo.experiment import load_results, merge_results
 
-    document = load_results(args.experiment)
-    written = write_results_page(document, args.out, title=args.title, commands=args.commands, png=not args.no_png)
+    document = merge_results([load_results(path) for path in args.experiments], [str(p) for p in args.experiments])
+    notes = None
+    if args.notes is not None:
+        try:
+            notes = args.notes.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InputError(f"--notes {args.notes}: cannot read it as UTF-8 text ({exc})") from exc
+    written = write_results_page(document, args.out, title=args.title, commands=args.commands, png=not args.no_png,
+                                 notes=notes)
     for path in written:
         print(path)
     return 0

@@ -111,6 +111,22 @@ class HeartbeatConfig(_Strict):
     max_retry: Annotated[int, Field(ge=0)] = 3
 
 
+#: Valid fixed values of gensim parameters: (smallest value, whether it must be an integer).
+_FIXED_BOUNDS: dict[str, tuple[float | None, bool]] = {
+    "vector_size": (1, True), "window": (1, True), "negative": (0, True), "epochs": (1, True), "min_count": (1, True),
+    "alpha": (1e-12, False), "min_alpha": (0.0, False), "sample": (0.0, False), "ns_exponent": (None, False),
+}
+
+
+def _check_fixed(name: str, value: Any) -> None:
+    """A fixed parameter must be a value gensim accepts, not a trial-time failure of every trial."""
+    low, integer = _FIXED_BOUNDS.get(name, (None, False))
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and value != int(value)):
+        raise ValueError(f"{name}: fixed value {value!r} must be {'an integer' if integer else 'a number'}")
+    if low is not None and value < low:
+        raise ValueError(f"{name}: fixed value {value!r} is below {low:g}, which gensim requires")
+
+
 class StudyConfig(_Strict):
     """A whole study; see :data:`EXAMPLE_CONFIG` for the commented TOML form."""
 
@@ -151,6 +167,8 @@ class StudyConfig(_Strict):
             )
         merged = {**DEFAULT_SEARCH_SPACE, **value}
         for name, spec in merged.items():
+            if not isinstance(spec, Distribution):
+                _check_fixed(name, spec)
             if isinstance(spec, Distribution) and not spec.contains(GENSIM_DEFAULTS[name]):
                 # Trial 0 (the baseline) trains with gensim's default; Optuna needs it inside the range.
                 raise ValueError(

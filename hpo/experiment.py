@@ -10,19 +10,24 @@ mode            objectives                              sampler    HardNeg safeg
 ``clustering``  CH-artist (CH-genre without artists)    TPE        off
 ``random``      the multi-objective list                random     on
 ``nsga2``       the multi-objective list                NSGA-II    on
+``nsga2-free``  the multi-objective list                NSGA-II    off
 ==============  ======================================  =========  =====================
 
 The multi-objective list is NDCG, CH-artist and CH-genre, less those the dataset has no labels for.
 Single-objective modes run without the safeguard, as the paper's single-objective studies did; random
-search and NSGA-II share objectives and safeguard, so comparing them compares samplers only.
+search and NSGA-II share objectives and safeguard, so comparing them compares samplers only; ``nsga2-free``
+is NSGA-II without the safeguard, so that the price of the safeguard is measured and the multi-objective
+study can be compared with the single-objective ones on equal terms. On a dataset without hard negatives
+the safeguard is dropped anyway and ``nsga2-free`` would repeat ``nsga2`` trial for trial: it is skipped.
 
 Chosen configurations (on validation): the best trial of a single-objective study; the balanced
 compromise of the feasible front (:func:`dashboards.selection.balanced_compromise`) for random search
-and NSGA-II, plus NSGA-II's best-NDCG front member. Each is re-trained with ``seeds`` seeds and
+and both NSGA-II modes, plus NSGA-II's best-NDCG front member. Each is re-trained with ``seeds`` seeds and
 evaluated on the test split (:func:`hpo.results.evaluate_front`), together with its study's baseline.
 
 The scale study runs the NSGA-II study again on nested seeded subsets of the training sequences
-(``training.fraction``); 100% is the ``nsga2`` mode's study. Evaluation pairs are the same at every
+(``training.fraction``), for each of ``scale_modes`` (``nsga2``, ``nsga2-free`` or both); 100% is that
+mode's own study. Evaluation pairs are the same at every
 scale, so a song a subset never plays cannot be retrieved there.
 
 Everything lives in one storage (default ``OUT/experiment.db``); ``OUT/results.json`` gathers what the
@@ -52,11 +57,11 @@ from hpo.results import evaluate_front, retrain_seed, training_params
 from hpo.study import SAFEGUARD_ATTR, baseline_trial, create_study, feasible_pareto_front, run_worker
 from storage import results as store
 
-__all__ = ["MODES", "ExperimentSettings", "StudyPlan", "plan_studies", "run_experiment"]
+__all__ = ["MODES", "ExperimentSettings", "StudyPlan", "load_results", "merge_results", "plan_studies", "run_experiment"]
 
 _log = logging.getLogger(__name__)
 
-MODES = ("baseline", "ndcg", "clustering", "random", "nsga2")
+MODES = ("baseline", "ndcg", "clustering", "random", "nsga2", "nsga2-free")
 DEFAULT_SCALES = (0.1, 0.25, 0.5, 1.0)
 RESULTS_FILE = "results.json"
 RESULTS_FORMAT = "songhpo-experiment"
@@ -82,6 +87,8 @@ class ExperimentSettings:
     k: int = 100
     modes: tuple[str, ...] = MODES
     scales: tuple[float, ...] = DEFAULT_SCALES
+    scale_modes: tuple[str, ...] = ("nsga2",)
+    fixed: tuple[tuple[str, int | float], ...] = ()
 
     def validate(self) -> None:
         unknown = [m for m in self.modes if m not in MODES]
@@ -89,6 +96,9 @@ class ExperimentSettings:
             raise InputError(f"--modes: unknown mode {unknown[0]!r}; expected some of {', '.join(MODES)}")
         if not self.modes:
             raise InputError("--modes: at least one mode is needed")
+        unknown = [m for m in self.scale_modes if m not in ("nsga2", "nsga2-free")]
+        if unknown:
+            raise InputError(f"--scale-modes: unknown mode {unknown[0]!r}; expected nsga2 and/or nsga2-free")
         bad = [s for s in self.scales if not 0.0 < s <= 1.0]
         if bad:
             raise InputError(f"--scales: {bad[0]} is not a fraction in (0, 1]")
@@ -108,11 +118,13 @@ class ExperimentSettings:
 
 @dataclass(frozen=True)
 class StudyPlan:
-    """One study of the experiment: its mode, training fraction and config."""
+    """One study of the experiment: its mode, training fraction and config; ``scale_of`` is the mode a
+    scale-study point repeats (``None`` outside the scale study)."""
 
     mode: str
     fraction: float
     config: StudyConfig
+    scale_of: str | None = None
 
 
 @dataclass
@@ -150,6 +162,8 @@ def plan_studies(settings: ExperimentSettings, dataset: PreparedDataset) -> list
     base: dict[str, Any] = {
         "dataset": str(settings.dataset), "storage": settings.storage_url, "seed": settings.seed,
         "trials": settings.trials, "evaluation": {"k": settings.k}, "training": {"workers": 1},
+        # Fixed Word2Vec parameters (say min_count = 1) hold in every study, the baseline included.
+        "search_space": dict(settings.fixed),
     }
     per_mode: dict[str, dict[str, Any]] = {
         "baseline": {"trials": 1, "objectives": multi, "sampler": {"name": "nsga2"}},
@@ -157,6 +171,11 @@ def plan_studies(settings: ExperimentSettings, dataset: PreparedDataset) -> list
         "random": {"objectives": multi, "sampler": {"name": "random"}},
         "nsga2": {"objectives": multi, "sampler": {"name": "nsga2", "population_size": settings.population_size}},
     }
+    if dataset.counts.get("hard_negative_pairs", 0):
+        per_mode["nsga2-free"] = {**per_mode["nsga2"], "constraint": {"enabled": False}}
+    elif "nsga2-free" in settings.modes:
+        _log.info("dataset %s has no hard negatives, so nsga2 runs without the safeguard: nsga2-free is skipped",
+                  dataset.path)
     clustering = clustering_objective(dataset)
     if clustering is not None:
         per_mode["clustering"] = {"objectives": [clustering], "sampler": {"name": "tpe"},
@@ -169,13 +188,17 @@ def plan_studies(settings: ExperimentSettings, dataset: PreparedDataset) -> list
         if mode in per_mode:
             name = f"{settings.name}-{mode}"
             plans.append(StudyPlan(mode, 1.0, parse_config({**base, **per_mode[mode], "name": name}, name)))
-    for fraction in sorted(set(settings.scales)):
-        if fraction == 1.0 and "nsga2" in settings.modes:
-            continue  # the nsga2 mode's study is the 100% point
-        name = f"{settings.name}-scale-{fraction * 100:g}pct"
-        training = {"workers": 1, "fraction": fraction}
-        plans.append(StudyPlan("scale", fraction, parse_config(
-            {**base, **per_mode["nsga2"], "training": training, "name": name}, name)))
+    for scale_of in settings.scale_modes:
+        if scale_of not in per_mode:
+            continue  # nsga2-free on data without hard negatives: logged above
+        prefix = "scale" if scale_of == "nsga2" else "free-scale"
+        for fraction in sorted(set(settings.scales)):
+            if fraction == 1.0 and scale_of in settings.modes:
+                continue  # the mode's own study is the 100% point
+            name = f"{settings.name}-{prefix}-{fraction * 100:g}pct"
+            training = {"workers": 1, "fraction": fraction}
+            plans.append(StudyPlan("scale", fraction, parse_config(
+                {**base, **per_mode[scale_of], "training": training, "name": name}, name), scale_of))
     return plans
 
 
@@ -192,7 +215,7 @@ def _chosen_trials(plan: StudyPlan, study: optuna.Study) -> list[tuple[str, Froz
         return [] if best is None else [(plan.mode, best, f"highest validation {metric} of the study")]
     front = feasible_pareto_front(study)
     chosen = []
-    label = plan.mode if plan.mode != "scale" else f"nsga2 @ {plan.fraction * 100:g}%"
+    label = plan.mode if plan.mode != "scale" else f"{plan.scale_of} @ {plan.fraction * 100:g}%"
     compromise = balanced_compromise(study, front)
     if compromise is not None:
         chosen.append((label, compromise, BALANCED_RULE))
@@ -217,6 +240,7 @@ def _study_summary(plan: StudyPlan, study: optuna.Study) -> dict[str, Any]:
             best[metric] = max(values) if direction == optuna.study.StudyDirection.MAXIMIZE else min(values)
     return {
         "study": study.study_name, "mode": plan.mode, "fraction": plan.fraction,
+        "scale_of": plan.scale_of or (plan.mode if plan.mode in ("nsga2", "nsga2-free") else None),
         "objectives": list(plan.config.objectives), "sampler": plan.config.sampler.name,
         "population_size": plan.config.sampler.population_size,
         "safeguard": study.user_attrs.get(SAFEGUARD_ATTR),
@@ -245,8 +269,8 @@ def run_experiment(settings: ExperimentSettings) -> dict[str, Any]:
     """
     settings.validate()
     dataset = PreparedDataset.load(settings.dataset)
+    plans = plan_studies(settings, dataset)  # config errors before anything is written
     settings.out.mkdir(parents=True, exist_ok=True)
-    plans = plan_studies(settings, dataset)
     url = settings.storage_url
     started = time.perf_counter()
     studies: list[dict[str, Any]] = []
@@ -340,3 +364,45 @@ def load_results(path: str | Path) -> dict[str, Any]:
     if document.get("version") != RESULTS_VERSION:
         raise InputError(f"{path}: results version {document.get('version')!r}, expected {RESULTS_VERSION}")
     return document
+
+
+#: Settings that must agree for experiments to be reported together.
+_SHARED_SETTINGS = ("trials", "seeds", "seed", "k", "population_size")
+
+
+def merge_results(documents: Sequence[dict[str, Any]], sources: Sequence[str]) -> dict[str, Any]:
+    """One document from experiments run separately on the same dataset (say, modes split over machines).
+
+    They must share the dataset fingerprint and the settings of :data:`_SHARED_SETTINGS`, and no study may
+    appear twice. ``sources`` name the documents in error messages.
+    """
+    first = documents[0]
+    if len(documents) == 1:
+        return first
+    merged = {**first, "studies": [], "configurations": [], "this_run_seconds": 0.0}
+    seen: dict[str, str] = {}
+    for document, source in zip(documents, sources):
+        if document["dataset"]["fingerprint"] != first["dataset"]["fingerprint"]:
+            raise InputError(f"{source}: dataset fingerprint {document['dataset']['fingerprint'][:12]} differs from "
+                             f"{sources[0]}'s {first['dataset']['fingerprint'][:12]}; only one dataset per page")
+        for key in _SHARED_SETTINGS:
+            if document["settings"][key] != first["settings"][key]:
+                raise InputError(f"{source}: --{key.replace('_', '-')} {document['settings'][key]} differs from "
+                                 f"{sources[0]}'s {first['settings'][key]}; compared modes need the same settings")
+        for study in document["studies"]:
+            if study["study"] in seen:
+                raise InputError(f"{source}: study {study['study']!r} is also in {seen[study['study']]}; "
+                                 "merge experiments that ran different modes")
+            seen[study["study"]] = source
+        merged["studies"] += document["studies"]
+        merged["configurations"] += document["configurations"]
+        merged["this_run_seconds"] += document["this_run_seconds"]
+    settings = dict(first["settings"])
+    settings["modes"] = [m for m in MODES if any(m in d["settings"]["modes"] for d in documents)]
+    settings["scales"] = sorted({float(x) for d in documents for x in d["settings"]["scales"]})
+    settings["out"] = [d["settings"]["out"] for d in documents]
+    merged["settings"] = settings
+    # Same order as one run would give: modes, then the scale study.
+    order = {mode: i for i, mode in enumerate((*MODES, "scale"))}
+    merged["studies"].sort(key=lambda s: (order[s["mode"]], s["fraction"]))
+    return merged

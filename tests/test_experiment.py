@@ -109,14 +109,26 @@ def test_plans_follow_the_labels_a_dataset_has(prepared_synth: Path, tmp_path: P
     assert clustering_objective(synth) == "ch_artist"
     plans = plan_studies(ExperimentSettings(dataset=prepared_synth, out=tmp_path, trials=7, scales=(0.1, 1.0)), synth)
     assert [p.config.name for p in plans] == ["exp-baseline", "exp-ndcg", "exp-clustering", "exp-random", "exp-nsga2",
-                                              "exp-scale-10pct"]
+                                              "exp-nsga2-free", "exp-scale-10pct"]
     by_name = {p.config.name: p.config for p in plans}
     assert by_name["exp-baseline"].trials == 1
     assert all(c.trials == 7 for n, c in by_name.items() if n != "exp-baseline")  # one budget for every mode
     assert by_name["exp-ndcg"].objectives == ["ndcg"] and by_name["exp-ndcg"].sampler.name == "tpe"
     assert not by_name["exp-ndcg"].constraint.enabled and by_name["exp-nsga2"].constraint.enabled
+    assert not by_name["exp-nsga2-free"].constraint.enabled
+    assert by_name["exp-nsga2-free"].objectives == by_name["exp-nsga2"].objectives
     assert by_name["exp-random"].objectives == by_name["exp-nsga2"].objectives
     assert by_name["exp-scale-10pct"].training.fraction == 0.1 and by_name["exp-nsga2"].training.fraction == 1.0
+    both = plan_studies(ExperimentSettings(dataset=prepared_synth, out=tmp_path, modes=("nsga2",), scales=(0.5, 1.0),
+                                           scale_modes=("nsga2", "nsga2-free")), synth)
+    assert [(p.config.name, p.scale_of) for p in both] == [
+        ("exp-nsga2", None), ("exp-scale-50pct", "nsga2"), ("exp-free-scale-50pct", "nsga2-free"),
+        ("exp-free-scale-100pct", "nsga2-free")]  # nsga2-free was not run as a mode: its 100% point is planned
+    assert not {p.config.name: p.config for p in both}["exp-free-scale-50pct"].constraint.enabled
+    fixed = plan_studies(ExperimentSettings(dataset=prepared_synth, out=tmp_path, modes=("baseline", "ndcg"), scales=(),
+                                            fixed=(("min_count", 1), ("window", 3))), synth)
+    for plan in fixed:  # fixed in every study, the baseline included; a fixed searched parameter is not searched
+        assert plan.config.search_space["min_count"] == 1 and plan.config.search_space["window"] == 3
 
 
 def test_aotm2011_has_no_artists_so_clustering_is_ch_genre(tmp_path: Path) -> None:
@@ -125,6 +137,9 @@ def test_aotm2011_has_no_artists_so_clustering_is_ch_genre(tmp_path: Path) -> No
     aotm = PreparedDataset.load(tmp_path / "aotm")
     assert multi_objectives(aotm) == ["ndcg", "ch_genre"]
     assert clustering_objective(aotm) == "ch_genre"
+    # No hard negatives: NSGA-II runs without the safeguard anyway, so nsga2-free is not planned twice.
+    names = [p.config.name for p in plan_studies(ExperimentSettings(dataset=tmp_path / "aotm", out=tmp_path), aotm)]
+    assert "exp-nsga2" in names and "exp-nsga2-free" not in names
 
 
 def test_mpd_playlists_have_artists_but_no_genres(tmp_path: Path) -> None:
@@ -158,10 +173,16 @@ def experiment(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 def test_every_mode_has_the_same_budget(experiment: dict) -> None:
     studies = {s["study"]: s for s in experiment["document"]["studies"]}
-    assert set(studies) == {"exp-baseline", "exp-ndcg", "exp-clustering", "exp-random", "exp-nsga2", "exp-scale-25pct"}
+    assert set(studies) == {"exp-baseline", "exp-ndcg", "exp-clustering", "exp-random", "exp-nsga2", "exp-nsga2-free",
+                            "exp-scale-25pct"}
     assert studies["exp-baseline"]["trials_complete"] == 1
     assert {s["trials_complete"] for n, s in studies.items() if n != "exp-baseline"} == {4}
     assert studies["exp-clustering"]["objectives"] == ["ch_artist"]
+    # No [search_space] in the plan: the paper's five are searched (trial 0 is the only default one).
+    for name in ("exp-ndcg", "exp-random", "exp-nsga2"):
+        trials = sorted(studies[name]["trials"], key=lambda t: t["number"])
+        assert set(trials[1]["params"]) == {"vector_size", "window", "ns_exponent", "negative", "alpha"}
+        assert len({t["params"]["window"] for t in trials}) > 1
     summary = json.loads(experiment["first"].stdout)
     assert summary["results"].endswith("results.json") and "exp-nsga2" in summary["studies"]
 
@@ -169,7 +190,7 @@ def test_every_mode_has_the_same_budget(experiment: dict) -> None:
 def test_chosen_configurations_are_evaluated_on_test_with_every_seed(experiment: dict) -> None:
     document, url = experiment["document"], experiment["url"]
     labels = {c["label"] for c in document["configurations"]}
-    assert {"baseline", "ndcg", "clustering", "random", "nsga2", "nsga2 best-ndcg", "nsga2 @ 25%"} <= labels
+    assert {"baseline", "ndcg", "clustering", "random", "nsga2", "nsga2 best-ndcg", "nsga2-free", "nsga2 @ 25%"} <= labels
     for config in document["configurations"]:
         assert [run["seed"] for run in config["test_runs"]] == [config["trial"], config["trial"] + 1000]
         assert config["test_runs"][0]["metrics"]["continuation_playlists"] > 0
@@ -213,14 +234,21 @@ def test_report_writes_the_page_and_figures(experiment: dict, tmp_path: Path) ->
     if not png and os.environ.get("CI"):
         pytest.fail(f"{CHROMIUM} is missing: .ci/run installs chromium for the PNG export")
     out = tmp_path / "docs" / "synth.md"
+    notes = tmp_path / "notes.md"
+    notes.write_text("The baseline wins on synthetic data.\n")
     result = run_cli("experiment", "report", str(experiment["root"] / "exp"), "--out", str(out), "--title", "synth",
-                     *([] if png else ["--no-png"]), "--command", "songhpo experiment run --dataset prep --out exp")
+                     *([] if png else ["--no-png"]), "--command", "songhpo experiment run --dataset prep --out exp",
+                     "--notes", str(notes))
     assert result.returncode == 0, result.stderr
     page = out.read_text()
     for heading in ("## Verdicts per paper claim", "## Headline (test split)", "## Side effects", "## Popularity buckets",
                     "## Downstream: playlist continuation", "## Scale study", "## How to reproduce"):
         assert heading in page
     assert "songhpo experiment run --dataset prep --out exp" in page
+    assert "## Notes\n\nThe baseline wins on synthetic data." in page
+    umask = os.umask(0)
+    os.umask(umask)
+    assert oct(out.stat().st_mode & 0o777) == oct(0o666 & ~umask)  # an ordinary file, not the private temporary
     assert page.count("**supported**") + page.count("**not supported**") + page.count("**partly supported**") == 6
     if png:
         for name in ("buckets", "scale", "search"):
@@ -234,12 +262,51 @@ def test_report_writes_the_page_and_figures(experiment: dict, tmp_path: Path) ->
     (("--scales", "0.5,2"), "--scales: 2.0 is not a fraction"),
     (("--scales", "half"), "--scales: 'half' is not a number"),
     (("--trials", "1"), "--trials 1: expected at least 2"),
+    (("--scale-modes", "tpe"), "--scale-modes: unknown mode 'tpe'"),
+    (("--fix", "hidden=3"), "--fix hidden=3: unknown parameter 'hidden'"),
+    (("--fix", "min_count=x"), "--fix min_count=x: 'x' is not a number"),
+    (("--fix", "window=0"), "field 'search_space"),
 ])
 def test_bad_arguments_are_one_line_errors(prepared_synth: Path, tmp_path: Path, args: tuple, message: str) -> None:
     result = run_cli("experiment", "run", "--dataset", str(prepared_synth), "--out", str(tmp_path / "e"), *args)
     assert result.returncode == 2
     assert message in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "e").exists()
+
+
+def _write_document(directory: Path, document: dict) -> Path:
+    directory.mkdir(parents=True)
+    (directory / "results.json").write_text(json.dumps(document))
+    return directory
+
+
+def test_experiments_split_over_runs_merge_into_the_same_page(experiment: dict, tmp_path: Path) -> None:
+    from hpo.experiment import load_results, merge_results
+
+    whole = experiment["document"]
+    single = {"baseline", "ndcg", "clustering"}
+    parts = []
+    for name, keep in (("a", lambda s: s["mode"] in single), ("b", lambda s: s["mode"] not in single)):
+        studies = [s for s in whole["studies"] if keep(s)]
+        names = {s["study"] for s in studies}
+        parts.append({**whole, "studies": studies,
+                      "configurations": [c for c in whole["configurations"] if c["study"] in names]})
+    dirs = [_write_document(tmp_path / "a", parts[0]), _write_document(tmp_path / "b", parts[1])]
+    merged = merge_results([load_results(d) for d in dirs], [str(d) for d in dirs])
+    assert [s["study"] for s in merged["studies"]] == [s["study"] for s in whole["studies"]]
+    page = render_markdown(merged, title="t", commands=["x"], figures=[])
+    assert page == render_markdown(whole, title="t", commands=["x"], figures=[])
+    result = run_cli("experiment", "report", *map(str, dirs), "--out", str(tmp_path / "page.md"), "--no-png")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "page.md").read_text().count("| nsga2 |") >= 1
+
+    # Different settings or the same study twice cannot share a page.
+    other = _write_document(tmp_path / "c", {**parts[1], "settings": {**parts[1]["settings"], "trials": 9}})
+    clash = run_cli("experiment", "report", str(dirs[0]), str(other), "--out", str(tmp_path / "x.md"), "--no-png")
+    assert clash.returncode == 2 and "--trials 9 differs" in clash.stderr
+    twice = run_cli("experiment", "report", str(dirs[0]), str(dirs[0]), "--out", str(tmp_path / "x.md"), "--no-png")
+    assert twice.returncode == 2 and "is also in" in twice.stderr
+    assert not (tmp_path / "x.md").exists()
 
 
 def test_report_of_a_missing_or_foreign_results_file(tmp_path: Path) -> None:
@@ -257,7 +324,7 @@ def test_report_of_a_missing_or_foreign_results_file(tmp_path: Path) -> None:
 def _run(seed: int, **metrics: float) -> dict:
     buckets = metrics.pop("buckets", None)
     return {"seed": seed, "metrics": metrics,
-            "buckets": None if buckets is None else {"edges": list(range(len(buckets) + 1)),
+            "buckets": None if buckets is None else {"edges": DECILE_EDGES,
                                                      "by_target": {"ndcg": buckets, "hitrate": buckets, "pairs": [1] * len(buckets)}}}
 
 
@@ -286,8 +353,10 @@ def _study(name: str, mode: str, objectives: list[str], fraction: float = 1.0, s
             "training_sequences": 10}
 
 
+#: Deciles 1-2 hold songs with 1-4 training plays: below gensim's min_count 5, they score 0 whatever the model.
+DECILE_EDGES = [0, 2, 4, 5, 6, 7, 8, 10, 12, 15, 40]
 BASE = {"ndcg": 0.10, "ch_artist": 10.0, "ch_genre": 20.0, "hardneg": 0.01, "continuation_rprecision": 0.05,
-        "continuation_ndcg": 0.1, "buckets": [0.3, 0.25, 0.2, 0.15, 0.1, 0.1, 0.08, 0.06, 0.05, 0.04]}
+        "continuation_ndcg": 0.1, "buckets": [0.0, 0.0, 0.3, 0.25, 0.2, 0.15, 0.1, 0.08, 0.06, 0.04]}
 
 
 def test_verdicts_follow_the_numbers() -> None:
@@ -300,7 +369,7 @@ def test_verdicts_follow_the_numbers() -> None:
         _config("clustering", "clustering", "c", {**BASE, "ch_artist": 20.0, "ndcg": 0.05}),
         # NSGA-II: NDCG up, nothing worse, flatter buckets, better continuation.
         _config("nsga2", "nsga2", "m", {**BASE, "ndcg": 0.15, "continuation_ndcg": 0.2,
-                                         "buckets": [0.2] * 10}),
+                                         "buckets": [0.0, 0.0] + [0.2] * 8}),
         _config("baseline of m", "study-baseline", "m", BASE, trial=0),
         _config("nsga2 @ 10%", "scale", "s", {**BASE, "ndcg": 0.07}, fraction=0.1),
         _config("baseline of s", "study-baseline", "s", {**BASE, "ndcg": 0.06}, fraction=0.1, trial=0),
@@ -312,17 +381,19 @@ def test_verdicts_follow_the_numbers() -> None:
     assert verdicts["side_effects"] == "supported"
     assert "ch_artist" in claims["side_effects"].evidence
     assert verdicts["mitigation"] == "supported"
-    assert verdicts["popularity"] == "supported"  # 0.3 at the least popular decile, 0.04 at the top
+    assert verdicts["popularity"] == "supported"  # 0.3 at decile 3 (the first with vectors), 0.04 at the top
+    assert "over deciles 3-10" in claims["popularity"].evidence
     assert verdicts["rebalancing"] == "supported"
     assert verdicts["downstream"] == "supported"
     assert verdicts["scale"] == "supported"  # 0.07 -> 0.15, gain 0.01 -> 0.05
 
     # Turn each claim false.
-    configs[1] = _config("ndcg", "ndcg", "n", {**BASE, "ndcg": 0.2})
-    configs[2] = _config("clustering", "clustering", "c", {**BASE, "ch_artist": 20.0})
+    rising = [0.0, 0.0, *BASE["buckets"][:1:-1]]  # NDCG grows with popularity
+    configs[1] = _config("ndcg", "ndcg", "n", {**BASE, "ndcg": 0.2, "buckets": rising})
+    configs[2] = _config("clustering", "clustering", "c", {**BASE, "ch_artist": 20.0, "buckets": rising})
     configs[3] = _config("nsga2", "nsga2", "m", {**BASE, "continuation_ndcg": 0.05, "ch_genre": 1.0,
                                                  "buckets": [b * 2 for b in BASE["buckets"]]})
-    configs[0] = _config("baseline", "baseline", "b", {**BASE, "buckets": BASE["buckets"][::-1]}, trial=0)
+    configs[0] = _config("baseline", "baseline", "b", {**BASE, "buckets": rising}, trial=0)
     configs[5] = _config("nsga2 @ 10%", "scale", "s", {**BASE, "ndcg": 0.2}, fraction=0.1)
     verdicts = {v.key: v.verdict for v in _claims(_document(configs, studies))}
     assert verdicts["side_effects"] == "not supported"

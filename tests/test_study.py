@@ -175,12 +175,21 @@ def test_config_errors_name_the_field(prepared_synth: Path) -> None:
         ({"constraint": {"tolerance": -1}}, "constraint.tolerance", "greater than or equal to 0"),
         ({"search_space": {"vector_size": {"type": "int", "low": 8, "high": 32}}}, "search_space",
          "excludes gensim's default 100"),
+        ({"search_space": {"min_count": 0}}, "search_space", "min_count: fixed value 0 is below 1"),
+        ({"search_space": {"epochs": 2.5}}, "search_space", "epochs: fixed value 2.5 must be an integer"),
     ]
     for override, field, message in cases:
         with pytest.raises(InputError) as info:
             parse_config({**base, **override}, "study.toml")
         text = str(info.value)
         assert text.startswith("study.toml: field ") and field in text and message in text, text
+
+
+def test_a_config_without_search_space_searches_the_papers_five(prepared_synth: Path) -> None:
+    base = {k: v for k, v in tiny_study_config(prepared_synth, "sqlite://").items() if k != "search_space"}
+    space = parse_config(base, "study.toml").search_space
+    assert list(space) == ["vector_size", "window", "ns_exponent", "negative", "alpha"]
+    assert space["window"].low == 1 and space["window"].high == 20 and space["alpha"].log
 
 
 def test_bucket_metrics_match_pairs(finished_study: optuna.Study) -> None:
