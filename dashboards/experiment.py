@@ -6,9 +6,10 @@ queries a database. Statistics:
 - every test value is the mean over the seeds with a two-sided 95% Student-t interval;
 - a change vs the baseline is the difference of means with a 95% Welch interval (configuration seeds
   and baseline seeds are independent re-trainings), and is *significant* when that interval excludes 0;
-- a popularity trend is the Spearman correlation between decile index and mean NDCG over the deciles.
+- a popularity trend is the Spearman correlation between decile index and mean NDCG over the deciles
+  whose songs all have at least gensim's ``min_count`` training plays (rarer songs have no vector).
 
-The verdict rules per paper claim are stated on the page next to each verdict (:data:`CLAIMS`).
+Each verdict's rule is printed on the page next to it (see :func:`claim_verdicts`).
 """
 
 from __future__ import annotations
@@ -31,8 +32,11 @@ from hpo.results import confidence_interval
 __all__ = [
     "CORE_METRICS",
     "Difference",
+    "Verdict",
     "difference_interval",
     "mean_interval",
+    "claim_verdicts",
+    "render_markdown",
     "write_results_page",
 ]
 
@@ -254,7 +258,8 @@ class Verdict:
     evidence: str
 
 
-def _claims(document: Mapping[str, Any]) -> list[Verdict]:
+def claim_verdicts(document: Mapping[str, Any]) -> list[Verdict]:
+    """One :class:`Verdict` per paper claim, from the test runs of an experiment document."""
     main = _main_configurations(document)
     changes = _changes(document)
     verdicts = []
@@ -532,7 +537,7 @@ def render_markdown(document: Mapping[str, Any], *, title: str, commands: Sequen
         "## Verdicts per paper claim",
         "",
     ]
-    verdicts = _claims(document)
+    verdicts = claim_verdicts(document)
     out.append(_table(["claim", "verdict", "our numbers", "rule"],
                       [[v.claim, f"**{v.verdict}**", v.evidence, v.rule] for v in verdicts]))
     if notes:

@@ -275,7 +275,6 @@ def run_experiment(settings: ExperimentSettings) -> dict[str, Any]:
     started = time.perf_counter()
     studies: list[dict[str, Any]] = []
     configurations: list[ChosenConfiguration] = []
-    evaluation_seconds = 0.0
     for index, plan in enumerate(plans, 1):
         _log.info("experiment %s: study %d/%d %s (%s, %g%% of training sequences, %d trials)", settings.name,
                   index, len(plans), plan.config.name, plan.mode, plan.fraction * 100, plan.config.trials)
@@ -285,9 +284,7 @@ def run_experiment(settings: ExperimentSettings) -> dict[str, Any]:
         summary["training_sequences"] = _training_sequences(dataset, plan.fraction)
         chosen = _chosen_trials(plan, study)
         if chosen:
-            tick = time.perf_counter()
             evaluate_front(study, plan.config, seeds=settings.seeds, chosen=[t for _, t, _ in chosen])
-            evaluation_seconds += time.perf_counter() - tick
         baseline = baseline_trial(study)
         members = list(chosen)
         if baseline is not None and plan.mode != "baseline":
@@ -367,7 +364,7 @@ def load_results(path: str | Path) -> dict[str, Any]:
 
 
 #: Settings that must agree for experiments to be reported together.
-_SHARED_SETTINGS = ("trials", "seeds", "seed", "k", "population_size")
+_SHARED_SETTINGS = ("trials", "seeds", "seed", "k", "population_size", "fixed")
 
 
 def merge_results(documents: Sequence[dict[str, Any]], sources: Sequence[str]) -> dict[str, Any]:
@@ -386,9 +383,12 @@ def merge_results(documents: Sequence[dict[str, Any]], sources: Sequence[str]) -
             raise InputError(f"{source}: dataset fingerprint {document['dataset']['fingerprint'][:12]} differs from "
                              f"{sources[0]}'s {first['dataset']['fingerprint'][:12]}; only one dataset per page")
         for key in _SHARED_SETTINGS:
-            if document["settings"][key] != first["settings"][key]:
-                raise InputError(f"{source}: --{key.replace('_', '-')} {document['settings'][key]} differs from "
-                                 f"{sources[0]}'s {first['settings'][key]}; compared modes need the same settings")
+            # Results written before --fix existed have no "fixed": nothing was fixed.
+            mine, theirs = document["settings"].get(key, []), first["settings"].get(key, [])
+            if mine != theirs:
+                flag = {"fixed": "fix"}.get(key, key).replace("_", "-")
+                raise InputError(f"{source}: --{flag} {mine} differs from {sources[0]}'s {theirs}; "
+                                 "compared modes need the same settings")
         for study in document["studies"]:
             if study["study"] in seen:
                 raise InputError(f"{source}: study {study['study']!r} is also in {seen[study['study']]}; "

@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
-from dashboards.experiment import _claims, difference_interval, mean_interval, render_markdown
+from dashboards.experiment import claim_verdicts, difference_interval, mean_interval, render_markdown
 from hpo.config import parse_config
 from hpo.dataset import PreparedDataset
 from hpo.errors import InputError
@@ -304,6 +304,9 @@ def test_experiments_split_over_runs_merge_into_the_same_page(experiment: dict, 
     other = _write_document(tmp_path / "c", {**parts[1], "settings": {**parts[1]["settings"], "trials": 9}})
     clash = run_cli("experiment", "report", str(dirs[0]), str(other), "--out", str(tmp_path / "x.md"), "--no-png")
     assert clash.returncode == 2 and "--trials 9 differs" in clash.stderr
+    fixed = _write_document(tmp_path / "d", {**parts[1], "settings": {**parts[1]["settings"], "fixed": [["min_count", 1]]}})
+    mixed = run_cli("experiment", "report", str(dirs[0]), str(fixed), "--out", str(tmp_path / "x.md"), "--no-png")
+    assert mixed.returncode == 2 and "--fix [['min_count', 1]] differs" in mixed.stderr
     twice = run_cli("experiment", "report", str(dirs[0]), str(dirs[0]), "--out", str(tmp_path / "x.md"), "--no-png")
     assert twice.returncode == 2 and "is also in" in twice.stderr
     assert not (tmp_path / "x.md").exists()
@@ -376,7 +379,7 @@ def test_verdicts_follow_the_numbers() -> None:
     ]
     studies = [_study("b", "baseline", multi), _study("n", "ndcg", ["ndcg"]), _study("c", "clustering", ["ch_artist"]),
                _study("m", "nsga2", multi, seconds=4.0), _study("s", "scale", multi, fraction=0.1)]
-    claims = {v.key: v for v in _claims(_document(configs, studies))}
+    claims = {v.key: v for v in claim_verdicts(_document(configs, studies))}
     verdicts = {key: v.verdict for key, v in claims.items()}
     assert verdicts["side_effects"] == "supported"
     assert "ch_artist" in claims["side_effects"].evidence
@@ -395,7 +398,7 @@ def test_verdicts_follow_the_numbers() -> None:
                                                  "buckets": [b * 2 for b in BASE["buckets"]]})
     configs[0] = _config("baseline", "baseline", "b", {**BASE, "buckets": rising}, trial=0)
     configs[5] = _config("nsga2 @ 10%", "scale", "s", {**BASE, "ndcg": 0.2}, fraction=0.1)
-    verdicts = {v.key: v.verdict for v in _claims(_document(configs, studies))}
+    verdicts = {v.key: v.verdict for v in claim_verdicts(_document(configs, studies))}
     assert verdicts["side_effects"] == "not supported"
     assert verdicts["mitigation"] == "not supported"
     assert verdicts["popularity"] == "not supported"
