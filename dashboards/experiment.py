@@ -532,7 +532,9 @@ def render_markdown(document: Mapping[str, Any], *, title: str, commands: Sequen
         "(▲ significantly better, ▼ significantly worse, ≈ interval includes 0). Single-objective modes and "
         "nsga2-free run without the HardNeg safeguard; random search and nsga2 with it (when the dataset has hard "
         "negatives). "
-        f"Compute: {compute / 60:.1f} min of single-threaded trials and test runs (songhpo {document['songhpo']}).",
+        f"Compute: {compute / 60:.1f} min of single-threaded trials and test runs (songhpo {document['songhpo']})."
+        + "".join(f" Fixed in every study, the baseline included: {name} = {value}." for name, value
+                  in settings.get("fixed") or []),
         "",
         "## Verdicts per paper claim",
         "",

@@ -408,4 +408,9 @@ def test_verdicts_follow_the_numbers() -> None:
     page = render_markdown(_document(configs, studies), title="t", commands=["songhpo x"], figures=[])
     assert verdicts["rebalancing"] == "not supported"  # nsga2 doubled every decile: a wider gap
     assert page.count("**not supported**") == 6
+    assert "Fixed in every study" not in page
+    fixed = {**_document(configs, studies)}
+    fixed["settings"] = {**fixed["settings"], "fixed": [["min_count", 1]]}
+    assert "Fixed in every study, the baseline included: min_count = 1." in render_markdown(
+        fixed, title="t", commands=[], figures=[])
     assert "| CH-artist | 10 [" in page  # the side-effects row: baseline mean with its interval
