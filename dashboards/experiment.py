@@ -26,6 +26,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 from scipy import stats
 
+from dashboards.figures import error_bars
 from hpo._atomic import atomic_write_text
 from hpo.results import confidence_interval
 
@@ -445,10 +446,7 @@ def bucket_figure(document: Mapping[str, Any]) -> go.Figure | None:
         x = list(range(1, matrix.shape[1] + 1))
         figure.add_trace(go.Scatter(
             x=x, y=[i.mean for i in intervals], name=label, mode="lines+markers",
-            line={"color": _COLOURS.get(label)},
-            error_y={"type": "data", "symmetric": False,
-                     "array": [0 if i.high is None else i.high - i.mean for i in intervals],
-                     "arrayminus": [0 if i.low is None else i.mean - i.low for i in intervals]}))
+            line={"color": _COLOURS.get(label)}, error_y=error_bars(intervals)))
     k = document["settings"]["k"]
     figure.update_layout(
         title=f"Test NDCG@{k} by popularity decile of the target song (1 = least played), mean and 95% CI",
@@ -474,9 +472,7 @@ def scale_figure(document: Mapping[str, Any]) -> go.Figure | None:
             intervals = [mean_interval(_seed_values(p[key], "ndcg")) for p in points]
             figure.add_trace(go.Scatter(
                 x=x, y=[i.mean for i in intervals], mode="lines+markers", line={"color": colour}, name=name,
-                error_y={"type": "data", "symmetric": False,
-                         "array": [0 if i.high is None else i.high - i.mean for i in intervals],
-                         "arrayminus": [0 if i.low is None else i.mean - i.low for i in intervals]}), row=1, col=1)
+                error_y=error_bars(intervals)), row=1, col=1)
         figure.add_trace(go.Bar(x=[f"{v:g}%" for v in x], y=[p["seconds"] for p in points],
                                 name=f"{base} seconds per trial", marker_color=_COLOURS[base]), row=1, col=2)
     figure.update_xaxes(title_text="% of training sequences", type="log", row=1, col=1)

@@ -251,6 +251,16 @@ def side_effects_figure(study: optuna.Study, table: SideEffects) -> go.Figure:
 # --------------------------------------------------------------------------- popularity buckets
 
 
+def error_bars(series: Sequence[Any]) -> dict[str, Any] | None:
+    """Plotly ``error_y`` of the asymmetric intervals of ``series`` (items with ``mean``, ``low``, ``high``,
+    such as :class:`Estimate`); ``None`` when no item has an interval. A missing bound draws no bar."""
+    if not any(e.low is not None and e.high is not None for e in series):
+        return None
+    return {"type": "data", "symmetric": False,
+            "array": [None if e.high is None or e.mean is None else e.high - e.mean for e in series],
+            "arrayminus": [None if e.low is None or e.mean is None else e.mean - e.low for e in series]}
+
+
 def bucket_labels(edges: Sequence[float]) -> list[str]:
     """Bucket names from edges: bucket 0 is ``[e0, e1]``, bucket b > 0 is ``(e_b, e_b+1]`` (training plays)."""
     labels = []
@@ -280,14 +290,8 @@ def bucket_figure(study: optuna.Study, results: Sequence[ConfigurationResult]) -
         for col, metric in ((1, "hitrate"), (2, "ndcg")):
             series: list[Estimate] = result.buckets[metric]
             means = [e.mean for e in series]
-            has_ci = any(e.low is not None and e.high is not None for e in series)
-            error = None
-            if has_ci:
-                error = {"type": "data", "symmetric": False,
-                         "array": [None if e.high is None or e.mean is None else e.high - e.mean for e in series],
-                         "arrayminus": [None if e.low is None or e.mean is None else e.mean - e.low for e in series]}
             figure.add_trace(go.Scatter(
-                x=labels[: len(means)], y=means, error_y=error, mode="lines+markers", name=name,
+                x=labels[: len(means)], y=means, error_y=error_bars(series), mode="lines+markers", name=name,
                 legendgroup=name, showlegend=col == 1,
                 line={"color": colour, "dash": "solid" if result.split == "test" else "dash"},
                 customdata=[[p] for p in pairs[: len(means)]],
