@@ -54,7 +54,14 @@ from hpo.config import StudyConfig, parse_config
 from hpo.dataset import PreparedDataset
 from hpo.errors import InputError
 from hpo.results import evaluate_front, retrain_seed, training_params
-from hpo.study import SAFEGUARD_ATTR, baseline_trial, create_study, feasible_pareto_front, run_worker
+from hpo.study import (
+    SAFEGUARD_ATTR,
+    baseline_trial,
+    create_study,
+    feasible_pareto_front,
+    run_worker,
+    training_subset_size,
+)
 from storage import results as store
 
 __all__ = ["MODES", "ExperimentSettings", "StudyPlan", "load_results", "merge_results", "plan_studies", "run_experiment"]
@@ -231,10 +238,12 @@ def _study_summary(plan: StudyPlan, study: optuna.Study) -> dict[str, Any]:
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     durations = [(t.datetime_complete - t.datetime_start).total_seconds()
                  for t in complete if t.datetime_start and t.datetime_complete]
+    from dashboards.selection import feasible_trials
+
     front = feasible_pareto_front(study)
+    feasible = feasible_trials(study)
     best = {}
     for index, (metric, direction) in enumerate(zip(study.metric_names or [], study.directions)):
-        feasible = [t for t in complete if all(v <= 0.0 for v in t.constraints.values())]
         values = [t.values[index] for t in feasible]
         if values:
             best[metric] = max(values) if direction == optuna.study.StudyDirection.MAXIMIZE else min(values)
@@ -281,19 +290,20 @@ def run_experiment(settings: ExperimentSettings) -> dict[str, Any]:
         study = create_study(plan.config, exist_ok=True)
         run_worker(study, plan.config)
         summary = _study_summary(plan, study)
-        summary["training_sequences"] = _training_sequences(dataset, plan.fraction)
+        summary["training_sequences"] = training_subset_size(len(dataset.train_offsets) - 1, plan.fraction)
         chosen = _chosen_trials(plan, study)
         if chosen:
             evaluate_front(study, plan.config, seeds=settings.seeds, chosen=[t for _, t, _ in chosen])
         baseline = baseline_trial(study)
-        members = list(chosen)
+        members = [(label, plan.mode, trial, rule) for label, trial, rule in chosen]
         if baseline is not None and plan.mode != "baseline":
             # Every study's own baseline, on test: identical at 100% (a determinism check), the reference at
             # smaller scales.
-            members.append((f"baseline of {plan.config.name}", baseline, "gensim's default parameters (trial 0)"))
-        for label, trial, rule in members:
+            members.append((f"baseline of {plan.config.name}", "study-baseline", baseline,
+                            "gensim's default parameters (trial 0)"))
+        for label, mode, trial, rule in members:
             configurations.append(ChosenConfiguration(
-                label=label, mode=plan.mode if not label.startswith("baseline of") else "study-baseline",
+                label=label, mode=mode,
                 study=study.study_name, fraction=plan.fraction, trial=trial.number, rule=rule,
                 params=training_params(trial),
                 validation={m: trial.user_attrs.get(m) for m in _VALIDATION_KEYS},
@@ -312,11 +322,6 @@ def run_experiment(settings: ExperimentSettings) -> dict[str, Any]:
 #: Validation metrics copied into results.json for each chosen configuration.
 _VALIDATION_KEYS = ("ndcg", "ndcg_in", "ndcg_out", "hitrate", "ch_artist", "ch_genre", "coherence_artist",
                     "coherence_genre", "hardneg", "hardneg_support", "trial_seconds")
-
-
-def _training_sequences(dataset: PreparedDataset, fraction: float) -> int:
-    n = len(dataset.train_offsets) - 1
-    return n if fraction >= 1.0 else max(1, round(fraction * n))
 
 
 def _document(settings: ExperimentSettings, dataset: PreparedDataset, studies: list[dict[str, Any]],

@@ -256,9 +256,14 @@ def training_subset(sentences: list[list[str]], fraction: float, seed: int) -> l
     """
     if fraction >= 1.0:
         return sentences
-    keep = max(1, round(fraction * len(sentences)))
+    keep = training_subset_size(len(sentences), fraction)
     order = np.random.default_rng([seed, 0x5CA1E]).permutation(len(sentences))
     return [sentences[i] for i in np.sort(order[:keep])]
+
+
+def training_subset_size(n_sequences: int, fraction: float) -> int:
+    """How many of ``n_sequences`` training sequences :func:`training_subset` keeps for ``fraction``."""
+    return n_sequences if fraction >= 1.0 else max(1, round(fraction * n_sequences))
 
 
 def study_dataset(study: optuna.Study, config: StudyConfig, dataset_path: str | None = None) -> PreparedDataset:
