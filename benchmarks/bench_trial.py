@@ -34,7 +34,7 @@ from hpo.prepare import PrepareParams, prepare_dataset
 from hpo.readers import read_input
 from hpo.study import create_study, load_study, trial_data
 from hpo.synth import SynthParams, write_synthetic
-from objectives.trial import Objective
+from objectives.trial import HardNegReference, Objective, Safeguard
 from objectives.word2vec import stable_hash, word2vec_kwargs
 
 CONFIGURATIONS = {
@@ -66,14 +66,15 @@ def main() -> int:
             prepare_dataset(read_input(Path(tmp) / "raw"), prepared, PrepareParams())
         dataset = PreparedDataset.load(prepared)
         config = parse_config(
-            {"name": "bench", "dataset": str(prepared), "storage": f"sqlite:///{tmp}/bench.db", "trials": 10_000},
+            {"name": "bench", "dataset": str(prepared), "storage": f"sqlite:///{tmp}/bench.db", "trials": 10_000,
+             "search_preset": "paper"},
             "bench",
         )
         create_study(config)
         study, config = load_study("bench", config.storage)
         data = trial_data(config, dataset)
-        objective = Objective(data, config.search_space, config.objectives, seed=0, workers=1, tolerance=0.1,
-                              baseline_hardneg=lambda: 0.01)
+        objective = Objective(data, config.search_space, config.objectives, seed=0, workers=1,
+                              safeguard=Safeguard(rule="point"), baseline_reference=lambda: HardNegReference(0.01))
         # Warm-up: imports and first-call costs of faiss/sklearn are paid once per worker, not per trial.
         study.optimize(objective, n_trials=1)
 

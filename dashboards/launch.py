@@ -34,8 +34,10 @@ from hpo.study import (
     SAFEGUARD_ATTR,
     baseline_trial,
     feasible_pareto_front,
+    infeasibility_warning,
     require_sqlite_file,
     safe_url,
+    safeguard_rule,
 )
 
 _log = logging.getLogger(__name__)
@@ -65,19 +67,14 @@ def study_note(study: optuna.Study, snapshot: Mapping[str, Any] | None = None) -
     lines.append("")
     baseline = baseline_trial(study)
     base_hardneg = None if baseline is None else baseline.user_attrs.get("hardneg")
-    if safeguard.get("enabled"):
-        tolerance = float(safeguard.get("tolerance", 0.0))
-        bound = "" if not isinstance(base_hardneg, (int, float)) else (
-            f" = {base_hardneg:.4g} x {1 + tolerance:g}, feasible when HardNeg@{k} <= "
-            f"{(1 + tolerance) * base_hardneg:.4g}")
-        lines.append(f"**Constraint (HardNeg safeguard)**: HardNeg@{k} <= (1 + {tolerance:g}) x baseline "
-                     f"HardNeg{bound}; {safeguard.get('hard_negative_pairs', '-')} hard-negative pairs over "
-                     f"{safeguard.get('songs_with_hard_negative', '-')} songs. Infeasible trials are never on "
-                     "our front.")
-    else:
-        lines.append("**Constraint (HardNeg safeguard)**: off.")
-    if safeguard.get("warning"):
-        lines += ["", f"> **Warning:** {safeguard['warning']}"]
+    base = base_hardneg if isinstance(base_hardneg, (int, float)) else None
+    rule = safeguard_rule(safeguard, k, base)
+    lines.append(f"**Constraint (HardNeg safeguard)**: {rule}." + (
+        " Infeasible trials are never on our front; each trial's margin is the column `constraint_hardneg`."
+        if safeguard.get("enabled") else ""))
+    for warning in (safeguard.get("warning"), infeasibility_warning(study)):
+        if warning:
+            lines += ["", f"> **Warning:** {warning}"]
     lines.append("")
     if baseline is not None:
         lines += [f"**Baseline** (trial {baseline.number}, gensim defaults, validation):", "",

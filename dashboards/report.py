@@ -32,7 +32,7 @@ from dashboards import figures as fig
 from dashboards.pareto import pareto_3d_figure, pareto_figure
 from dashboards.selection import SelectedConfiguration, select_configurations
 from hpo._atomic import atomic_write_text
-from hpo.study import SAFEGUARD_ATTR, feasible_pareto_front
+from hpo.study import SAFEGUARD_ATTR, baseline_trial, feasible_pareto_front, infeasibility_warning, safeguard_rule
 
 _log = logging.getLogger(__name__)
 
@@ -185,8 +185,9 @@ def _notes(
 ) -> list[str]:
     notes = []
     safeguard = study.user_attrs.get(SAFEGUARD_ATTR) or {}
-    if safeguard.get("warning"):
-        notes.append(f"HardNeg safeguard: {safeguard['warning']}")
+    for warning in (safeguard.get("warning"), infeasibility_warning(study)):
+        if warning:
+            notes.append(f"HardNeg safeguard: {warning}")
     if snapshot is None:
         notes.append("No test snapshot yet: bucket curves and side effects show validation values of one run "
                      "(no confidence intervals). Run 'songhpo study evaluate' for the test evaluation.")
@@ -282,12 +283,9 @@ def _summary_html(report: Report) -> str:
     names = study.metric_names or []
     objectives = ", ".join(f"{n} ({'max' if d == StudyDirection.MAXIMIZE else 'min'})"
                            for n, d in zip(names, study.directions))
-    if safeguard.get("enabled"):
-        guard = (f"on: HardNeg@{fig.evaluation_k(study)} <= (1 + {safeguard.get('tolerance')}) x baseline HardNeg "
-                 f"({safeguard.get('hard_negative_pairs')} hard-negative pairs over "
-                 f"{safeguard.get('songs_with_hard_negative')} songs)")
-    else:
-        guard = "off"
+    baseline = baseline_trial(study)
+    base_hardneg = None if baseline is None else baseline.user_attrs.get("hardneg")
+    guard = safeguard_rule(safeguard, fig.evaluation_k(study), base_hardneg)
     rows = [
         ("objectives", objectives),
         ("trials", ", ".join(f"{k} {v}" for k, v in counts.items() if v)),

@@ -50,7 +50,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         print("songhpo: interrupted", file=sys.stderr)
+        _exit_now_if_threads_linger(130)
         return 130
+
+
+def _exit_now_if_threads_linger(code: int) -> None:
+    """Exit at once when a worker thread would keep the process alive after Ctrl-C.
+
+    Ctrl-C can land while Optuna starts a trial's heartbeat thread, after the thread runs and before the
+    code that stops it is armed; the interpreter would then wait for it forever. The trials this process
+    ran are already marked FAIL (``hpo.study``), so nothing is lost by not waiting.
+    """
+    import threading
+
+    if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        logging.shutdown()
+        os._exit(code)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -283,15 +300,15 @@ def _cmd_study_run(args: argparse.Namespace) -> int:
         raise InputError(f"--n-trials {args.n_trials}: expected a positive integer")
     _log.info("worker joining study %s in %s", study.study_name, safe_url(config.storage))
     report = run_worker(study, config, n_trials=args.n_trials, timeout=args.timeout or config.timeout, dataset_path=args.dataset)
-    _print_json({"study": study.study_name, "completed": report.completed, "failed": report.failed,
-                 "seconds": round(report.seconds, 2)})
+    _print_json({"study": study.study_name, "worker": report.worker, "completed": report.completed,
+                 "failed": report.failed, "seconds": round(report.seconds, 2)})
     return 0
 
 
 def _cmd_study_status(args: argparse.Namespace) -> int:
-    from hpo.study import load_study, study_status
+    from hpo.study import load_study, safeguard_rule, study_status
 
-    study, _ = load_study(args.name, args.storage)
+    study, config = load_study(args.name, args.storage)
     status = study_status(study)
     if args.json:
         _print_json(status)
@@ -305,8 +322,11 @@ def _cmd_study_status(args: argparse.Namespace) -> int:
         print("baseline (trial %d, gensim defaults): %s" % (
             base["trial"], ", ".join(f"{k}={format_value(v)}" for k, v in base.items() if k != "trial")))
     safeguard = status["safeguard"] or {}
-    if safeguard.get("warning"):
-        print(f"warning: {safeguard['warning']}")
+    base = status["baseline"] or {}
+    print(f"HardNeg safeguard: {safeguard_rule(safeguard, config.evaluation.k, base.get('hardneg'))}")
+    for warning in (safeguard.get("warning"), status["infeasibility_warning"]):
+        if warning:
+            print(f"warning: {warning}")
     return 0
 
 
@@ -374,7 +394,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             "storage": storage,
             "seed": args.seed,
             "trials": args.trials,
-            "sampler": {"name": "nsga2", "population_size": 8},
+            "sampler": {"name": "nsga2"},
             # min_count 1 so every song of the small demo catalogue gets a vector.
             "search_space": {"min_count": 1},
         },
@@ -427,7 +447,7 @@ def _demo_toml(config: Any) -> str:
         f'storage = "sqlite:///songhpo.db"\n'
         f"seed = {config.seed}\n"
         f"trials = {config.trials}\n"
-        '\n[sampler]\nname = "nsga2"\npopulation_size = 8\n'
+        '\n[sampler]\nname = "nsga2"\n'
         "\n[search_space]\nmin_count = 1\n"
     )
 

@@ -70,7 +70,8 @@ class Distribution(_Strict):
         return self.step is None or abs((value - self.low) / self.step - round((value - self.low) / self.step)) < 1e-9
 
 
-DEFAULT_SEARCH_SPACE: dict[str, Distribution] = {
+#: The paper's five parameters and ranges (Quadrana et al. 2022): ``search_preset = "paper"``.
+PAPER_SEARCH_SPACE: dict[str, Distribution] = {
     "vector_size": Distribution(type="int", low=16, high=256, log=True),
     "window": Distribution(type="int", low=1, high=20),
     "ns_exponent": Distribution(type="float", low=-1.0, high=1.0),
@@ -78,10 +79,34 @@ DEFAULT_SEARCH_SPACE: dict[str, Distribution] = {
     "alpha": Distribution(type="float", low=1e-4, high=1e-1, log=True),
 }
 
+#: songhpo's default space (``search_preset = "default"``), chosen by measurement on yes_big, aotm2011 and
+#: the synthetic default (README, "The default search space"; ``benchmarks/bench_space.py``): ``epochs``
+#: and ``sample`` are searched, and ``alpha``'s floor is where 5 epochs still train.
+DEFAULT_SEARCH_SPACE: dict[str, Distribution] = {
+    "vector_size": Distribution(type="int", low=16, high=256, log=True),
+    "window": Distribution(type="int", low=1, high=10),
+    "ns_exponent": Distribution(type="float", low=-1.0, high=1.0),
+    "negative": Distribution(type="int", low=1, high=20),
+    "alpha": Distribution(type="float", low=5e-3, high=1e-1, log=True),
+    "epochs": Distribution(type="int", low=5, high=120, log=True),
+    "sample": Distribution(type="float", low=1e-5, high=1e-2, log=True),
+}
+
+#: Added to the default space on sparse data (:func:`hpo.search.sparse_data`), where gensim's
+#: ``min_count = 5`` leaves many evaluation songs without a vector.
+SPARSE_MIN_COUNT = Distribution(type="int", low=1, high=5)
+
+SEARCH_PRESETS: dict[str, dict[str, Distribution]] = {"default": DEFAULT_SEARCH_SPACE, "paper": PAPER_SEARCH_SPACE}
+
 
 class SamplerConfig(_Strict):
-    name: Literal["nsga2", "tpe", "random"] = "nsga2"
-    population_size: Annotated[int, Field(ge=2)] = 20
+    name: Literal["nsga2", "gp", "tpe", "random"] = "nsga2"
+    #: NSGA-II generation size and first-generation size of every sampler; ``None``: from the trial
+    #: budget (:func:`hpo.search.population_size`).
+    population_size: Annotated[int, Field(ge=2)] | None = None
+    #: First generation = gensim's defaults, the literature setting and a Latin hypercube (not random).
+    #: Random search ignores it (it stays the paper's plain random search).
+    initial_design: bool = True
 
 
 class EvaluationConfig(_Strict):
@@ -93,8 +118,14 @@ class EvaluationConfig(_Strict):
 
 
 class ConstraintConfig(_Strict):
+    """The HardNeg safeguard (see :class:`objectives.trial.Safeguard` for the rules)."""
+
     enabled: bool = True
     tolerance: Annotated[float, Field(ge=0.0)] = 0.10
+    #: ``paired-test``: infeasible only when a one-sided paired test over the supporting songs says so;
+    #: ``point``: the plain comparison of the two HardNeg values (the paper's rule).
+    rule: Literal["paired-test", "point"] = "paired-test"
+    confidence: Annotated[float, Field(ge=0.5, lt=1.0)] = 0.95
 
 
 class TrainingConfig(_Strict):
@@ -118,6 +149,17 @@ _FIXED_BOUNDS: dict[str, tuple[float | None, bool]] = {
 }
 
 
+def _check_entry(name: str, spec: Any) -> None:
+    if not isinstance(spec, Distribution):
+        _check_fixed(name, spec)
+    elif not spec.contains(GENSIM_DEFAULTS[name]):
+        # Trial 0 (the baseline) trains with gensim's default; Optuna needs it inside the range.
+        raise ValueError(
+            f"{name}: the range excludes gensim's default {GENSIM_DEFAULTS[name]}, which the baseline "
+            "trial uses; widen the range or fix the parameter to a value"
+        )
+
+
 def _check_fixed(name: str, value: Any) -> None:
     """A fixed parameter must be a value gensim accepts, not a trial-time failure of every trial."""
     low, integer = _FIXED_BOUNDS.get(name, (None, False))
@@ -137,12 +179,14 @@ class StudyConfig(_Strict):
     trials: Annotated[int, Field(ge=1)] = 50
     timeout: Annotated[float, Field(gt=0)] | None = None
     objectives: list[str] = Field(default_factory=lambda: list(DEFAULT_OBJECTIVES))
+    #: ``default`` (songhpo's measured space) or ``paper`` (the paper's five); ``search_space`` merges over it.
+    search_preset: Literal["default", "paper"] = "default"
     sampler: SamplerConfig = SamplerConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
     constraint: ConstraintConfig = ConstraintConfig()
     training: TrainingConfig = TrainingConfig()
     heartbeat: HeartbeatConfig = HeartbeatConfig()
-    # validate_default: a config without [search_space] must search the paper's five, not nothing.
+    # validate_default: a config without [search_space] must search the preset, not nothing.
     search_space: dict[str, Distribution | int | float] = Field(default_factory=dict, validate_default=True)
 
     @field_validator("objectives")
@@ -159,23 +203,26 @@ class StudyConfig(_Strict):
 
     @field_validator("search_space")
     @classmethod
-    def _merge_search_space(cls, value: dict[str, Any]) -> dict[str, Any]:
+    def _check_search_space(cls, value: dict[str, Any]) -> dict[str, Any]:
         unknown = [name for name in value if name not in TUNABLE_PARAMETERS]
         if unknown:
             raise ValueError(
                 f"unknown parameter {unknown[0]!r}; expected some of {', '.join(TUNABLE_PARAMETERS)}"
             )
-        merged = {**DEFAULT_SEARCH_SPACE, **value}
-        for name, spec in merged.items():
-            if not isinstance(spec, Distribution):
-                _check_fixed(name, spec)
-            if isinstance(spec, Distribution) and not spec.contains(GENSIM_DEFAULTS[name]):
-                # Trial 0 (the baseline) trains with gensim's default; Optuna needs it inside the range.
-                raise ValueError(
-                    f"{name}: the range excludes gensim's default {GENSIM_DEFAULTS[name]}, which the baseline "
-                    "trial uses; widen the range or fix the parameter to a value"
-                )
-        return merged
+        for name, spec in value.items():
+            _check_entry(name, spec)
+        return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _merge_preset(cls, data: Any) -> Any:
+        # The file's entries merge over the preset's ranges; an unknown preset is left to field validation.
+        if isinstance(data, dict):
+            preset = SEARCH_PRESETS.get(data.get("search_preset", "default"), {})
+            entries = data.get("search_space") or {}
+            if isinstance(entries, dict):
+                data = {**data, "search_space": {**preset, **entries}}
+        return data
 
     @property
     def directions(self) -> list[str]:

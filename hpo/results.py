@@ -253,15 +253,17 @@ class EvaluationReport:
         return asdict(self)
 
 
-def _constraint(study: optuna.Study) -> dict[str, Any]:
-    from hpo.study import SAFEGUARD_ATTR, baseline_trial
+def _constraint(study: optuna.Study, config: StudyConfig) -> dict[str, Any]:
+    from hpo.study import SAFEGUARD_ATTR, baseline_trial, safeguard_rule
 
     baseline = baseline_trial(study)
+    safeguard = study.user_attrs.get(SAFEGUARD_ATTR) or {"enabled": False}
+    baseline_hardneg = None if baseline is None else baseline.user_attrs.get("hardneg")
     return {
-        **(study.user_attrs.get(SAFEGUARD_ATTR) or {"enabled": False}),
+        **safeguard,
         "metric": "hardneg",
-        "rule": "hardneg <= (1 + tolerance) * baseline hardneg, on validation",
-        "baseline_hardneg": None if baseline is None else baseline.user_attrs.get("hardneg"),
+        "description": safeguard_rule(safeguard, config.evaluation.k, baseline_hardneg) + ", on validation",
+        "baseline_hardneg": baseline_hardneg,
     }
 
 
@@ -316,7 +318,7 @@ def evaluate_front(
     if snapshot is None:
         snapshot_id = store.create_snapshot(
             url, name, objectives=objectives, directions=[d.name.lower() for d in study.directions],
-            constraint=_constraint(study), seeds=seeds, members=[_member_row(t, on) for t, on in members],
+            constraint=_constraint(study, config), seeds=seeds, members=[_member_row(t, on) for t, on in members],
         )
     else:
         snapshot_id = snapshot["snapshot_id"]

@@ -9,21 +9,28 @@ and re-run with the same parameters and seed.
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
+import os
+import secrets
+import socket
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
+from optuna.storages._rdb import models as _optuna_models
 from optuna.study import MaxTrialsCallback
 from optuna.trial import FrozenTrial, TrialState
-from sqlalchemy import event
+from sqlalchemy import event, update
 from sqlalchemy.engine import Engine, make_url
 
 from hpo._progress import bar
@@ -32,8 +39,18 @@ from hpo.dataset import PreparedDataset
 from hpo.errors import InputError
 from hpo.evaluation import evaluation_data
 from hpo.results import on_study_created, on_worker_start, record_completed_trial
+from hpo.search import initial_design, make_sampler, require_gp, resolve_search_space
 from metrics.evaluate import EvaluationSettings
-from objectives.trial import Objective, TrialData, baseline_params
+from objectives.trial import (
+    PER_SONG_ATTR,
+    HardNegReference,
+    Objective,
+    Safeguard,
+    TrialData,
+    baseline_params,
+    decode_per_song,
+)
+from storage import results as store
 from storage.db import safe_url
 
 _log = logging.getLogger(__name__)
@@ -46,10 +63,91 @@ FINGERPRINT_ATTR = "dataset_fingerprint"
 #: Set last by :func:`create_study`: a joining worker waits for it, so it never sees a half-created study.
 READY_ATTR = "songhpo_ready"
 READY_TIMEOUT = 120.0
+#: Set once the first generation (hpo.search.initial_design) is queued, after the baseline completed.
+DESIGN_ATTR = "songhpo_design_queued"
 WEAK_SUPPORT = 50
 CHART_INTERVAL = 30.0
 #: Metrics that need artist / genre labels.
 _NEEDS = {"ch_artist": "artists", "coherence_artist": "artists", "ch_genre": "genres", "coherence_genre": "genres"}
+
+
+class _StudyStorage(RDBStorage):
+    """Optuna's RDB storage with two guarantees every backend keeps, SQLite included.
+
+    - A waiting (queued) trial is taken by exactly one worker: the WAITING -> RUNNING transition is one
+      conditional ``UPDATE``, where Optuna relies on ``SELECT ... FOR UPDATE``, which SQLite ignores (two
+      workers then ran the same queued trial, and the slower one crashed telling it).
+    - A trial failed for a missing heartbeat says so in its ``fail_reason`` attribute.
+
+    It also remembers the trials this process started (:meth:`fail_interrupted`): Ctrl-C can land after a
+    trial became RUNNING and before its objective (or heartbeat) began, and such a trial would otherwise
+    stay RUNNING for good.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._started: set[int] = set()
+
+    def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
+        trial_id = super().create_new_trial(study_id, template_trial)
+        if template_trial is None or template_trial.state == TrialState.RUNNING:
+            self._started.add(trial_id)
+        return trial_id
+
+    def fail_interrupted(self) -> None:
+        """Mark FAIL ("interrupted") every trial this process started that is still RUNNING."""
+        for trial_id in sorted(self._started):
+            try:
+                if self.get_trial(trial_id).state != TrialState.RUNNING:
+                    continue
+                self.set_trial_user_attr(trial_id, "fail_reason", "interrupted (KeyboardInterrupt)")
+                super().set_trial_state_values(trial_id, TrialState.FAIL)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                pass
+
+    def set_trial_state_values(self, trial_id: int, state: TrialState, values: Any = None) -> bool:
+        if state != TrialState.RUNNING or values is not None:
+            return super().set_trial_state_values(trial_id, state, values)
+        trials = _optuna_models.TrialModel.__table__
+        # Optuna stores naive UTC datetimes.
+        now = datetime.now(UTC).replace(tzinfo=None)
+        with self.engine.begin() as connection:
+            claimed = connection.execute(
+                update(trials)
+                .where(trials.c.trial_id == trial_id, trials.c.state == TrialState.WAITING)
+                .values(state=TrialState.RUNNING, datetime_start=now)
+            ).rowcount
+        if claimed == 1:
+            self._started.add(trial_id)
+        return claimed == 1
+
+    def _get_stale_trial_ids(self, study_id: int) -> list[int]:
+        stale = super()._get_stale_trial_ids(study_id)
+        grace = self.grace_period or 0
+        for trial_id in stale:
+            try:
+                self.set_trial_user_attr(
+                    trial_id, "fail_reason",
+                    f"no heartbeat for {grace} s: its worker was killed or lost; re-run as a new trial with the same "
+                    "parameters and seed",
+                )
+            except optuna.exceptions.UpdateFinishedTrialError:
+                pass  # it finished meanwhile and will not be failed
+        return stale
+
+
+#: User attributes a heartbeat re-run inherits from the trial it repeats: what identifies the run.
+_RETRY_KEEPS = ("seed", "baseline", "design")
+
+
+class _RetryStaleTrial(RetryHeartbeatStaleTrialCallback):
+    """Optuna's re-run of a trial whose worker died, carrying only the trial's identity (seed, role), not
+    its partial results or its ``fail_reason``."""
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        identity = copy.copy(trial)
+        identity.user_attrs = {k: v for k, v in trial.user_attrs.items() if k in _RETRY_KEEPS}
+        super().__call__(study, identity)
 
 
 def open_storage(config: StudyConfig) -> RDBStorage:
@@ -66,12 +164,12 @@ def open_storage(config: StudyConfig) -> RDBStorage:
     else:
         engine_kwargs = {"pool_size": 2, "max_overflow": 2, "pool_pre_ping": True, "pool_recycle": 1800}
     try:
-        storage = RDBStorage(
+        storage = _StudyStorage(
             url,
             engine_kwargs=engine_kwargs,
             heartbeat_interval=config.heartbeat.interval,
             grace_period=config.heartbeat.grace_period,
-            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=config.heartbeat.max_retry),
+            heartbeat_stale_trial_callback=_RetryStaleTrial(max_retry=config.heartbeat.max_retry),
         )
     except Exception as exc:  # noqa: BLE001 - driver errors vary; the message must not leak the password
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -102,22 +200,14 @@ def open_storage_url(url: str) -> RDBStorage:
     return open_storage(parse_config({"name": "-", "dataset": ".", "storage": url}, "--storage"))
 
 
-def make_sampler(config: StudyConfig) -> optuna.samplers.BaseSampler:
-    """The sampler named in the config, always passed explicitly (Optuna 5 defaults to TPE)."""
-    seed = config.seed
-    if config.sampler.name == "nsga2":
-        return optuna.samplers.NSGAIISampler(population_size=config.sampler.population_size, seed=seed)
-    if config.sampler.name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True)
-    return optuna.samplers.RandomSampler(seed=seed)
-
-
 def safeguard_status(config: StudyConfig, dataset: PreparedDataset) -> dict[str, Any]:
     """Whether the HardNeg safeguard is on, and the warning to show when it is dropped or weak."""
     summary = dataset.manifest["hard_negatives"]
     status: dict[str, Any] = {
         "enabled": config.constraint.enabled,
         "tolerance": config.constraint.tolerance,
+        "rule": config.constraint.rule,
+        "confidence": config.constraint.confidence,
         "hard_negative_pairs": int(summary["n_pairs"]),
         "songs_with_hard_negative": int(summary["n_songs"]),
         "warning": None,
@@ -131,11 +221,52 @@ def safeguard_status(config: StudyConfig, dataset: PreparedDataset) -> dict[str,
             f"min_cooc {summary['min_cooc']}); the safeguard is dropped. Try 'data prepare --hardneg-scope sequence'"
         )
     elif summary["n_songs"] < WEAK_SUPPORT:
+        fix = ("prepare the dataset with 'data prepare --hardneg-scope sequence' for more supporting songs"
+               if summary.get("scope") != "sequence" else "a larger dataset would support it better")
         status["warning"] = (
             f"the HardNeg safeguard is weak: only {summary['n_songs']} songs have a hard negative "
-            f"(fewer than {WEAK_SUPPORT})"
+            f"(fewer than {WEAK_SUPPORT}); {fix}"
         )
     return status
+
+
+def safeguard_of(config: StudyConfig, status: dict[str, Any]) -> Safeguard | None:
+    """The :class:`objectives.trial.Safeguard` trials apply (``None`` when the study runs without it)."""
+    if not status.get("enabled"):
+        return None
+    return Safeguard(tolerance=config.constraint.tolerance, rule=config.constraint.rule,
+                     confidence=config.constraint.confidence)
+
+
+def safeguard_rule(safeguard: dict[str, Any], k: int | str, baseline_hardneg: float | None = None) -> str:
+    """One sentence stating the study's HardNeg feasibility rule (CLI, dashboard note, report)."""
+    if not safeguard.get("enabled"):
+        return "off"
+    tolerance = float(safeguard.get("tolerance", 0.0))
+    base = "" if baseline_hardneg is None else f" (baseline HardNeg@{k} {baseline_hardneg:.4g})"
+    support = (f"{safeguard.get('hard_negative_pairs', '-')} hard-negative pairs over "
+               f"{safeguard.get('songs_with_hard_negative', '-')} songs")
+    if safeguard.get("rule", "point") == "point":
+        return (f"HardNeg@{k} <= (1 + {tolerance:g}) x baseline HardNeg{base}; {support}; the margin is "
+                f"HardNeg - (1 + {tolerance:g}) x baseline")
+    confidence = float(safeguard.get("confidence", 0.95))
+    return (f"infeasible when a one-sided paired t-test over the songs both support finds HardNeg@{k} above "
+            f"(1 + {tolerance:g}) x baseline{base} at {confidence:.0%} confidence; {support}; the margin is the "
+            "lower confidence bound of the per-song excess (<= 0 feasible)")
+
+
+def infeasibility_warning(study: optuna.Study) -> str | None:
+    """A loud warning, with the fix, when more than half of the completed trials are infeasible."""
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    infeasible = sum(not t.user_attrs.get("feasible", True) for t in complete)
+    if 2 * infeasible <= len(complete):
+        return None
+    return (
+        f"{infeasible} of {len(complete)} completed trials are infeasible (HardNeg above the safeguard), so the "
+        "front holds few configurations besides the baseline. Fixes: raise constraint.tolerance, prepare the "
+        "dataset with '--hardneg-scope sequence' (more supporting songs, a sharper test), or set "
+        "constraint.enabled = false to see the unconstrained front"
+    )
 
 
 def _check_objectives(config: StudyConfig, dataset: PreparedDataset) -> None:
@@ -157,7 +288,10 @@ def create_study(config: StudyConfig, *, exist_ok: bool = False) -> optuna.Study
     With ``exist_ok``, an existing study is joined instead, with this config's sampler and heartbeat.
     """
     dataset = PreparedDataset.load(config.dataset)
+    config = resolve_search_space(config, dataset)
     _check_objectives(config, dataset)
+    if config.sampler.name == "gp":
+        require_gp()
     storage = open_storage(config)
     if config.name in {s.study_name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}:
         if not exist_ok:
@@ -165,14 +299,14 @@ def create_study(config: StudyConfig, *, exist_ok: bool = False) -> optuna.Study
                 f"study {config.name!r} already exists in {safe_url(config.storage)}; "
                 f"join it with 'songhpo study run {config.name} --storage URL' or choose another name"
             )
-        return load_study(config.name, config.storage, config=config)[0]
+        return _join(config)
     try:
         study = optuna.create_study(
             study_name=config.name, storage=storage, directions=config.directions, sampler=make_sampler(config)
         )
     except optuna.exceptions.DuplicatedStudyError:
         # Another worker created it between our check and our insert.
-        return load_study(config.name, config.storage, config=config)[0]
+        return _join(config)
     # Before any trial can complete: rows of an earlier study of the same name are dropped here.
     on_study_created(study, config, dataset)
     study.set_metric_names(list(config.objectives))
@@ -181,12 +315,40 @@ def create_study(config: StudyConfig, *, exist_ok: bool = False) -> optuna.Study
     study.set_user_attr(CONFIG_ATTR, {k: v for k, v in config.to_json().items() if k != "storage"})
     study.set_user_attr(FINGERPRINT_ATTR, dataset.fingerprint)
     study.set_user_attr(SAFEGUARD_ATTR, status)
-    study.enqueue_trial(baseline_params(config.search_space), user_attrs={"baseline": True})
+    # Trial 0, trained with the study seed. The rest of the first generation is queued once it is complete
+    # (_ensure_baseline): until then the baseline is the only queued trial, so a worker that takes a queued
+    # trial to run the baseline, or its re-run, always gets the baseline.
+    study.enqueue_trial(baseline_params(config.search_space), user_attrs={"baseline": True, "seed": config.seed})
     study.set_user_attr(READY_ATTR, True)
     if status["warning"]:
         _log.warning("study %s: %s", config.name, status["warning"])
     _log.info("created study %s in %s", config.name, safe_url(config.storage))
     return study
+
+
+#: Config fields a joining worker must share with the study: they decide what a trial computes.
+_SHARED_FIELDS = ("objectives", "search_preset", "search_space", "constraint", "evaluation")
+
+
+def _join(config: StudyConfig) -> optuna.Study:
+    """Load the existing study ``config.name`` for a worker with ``config``, refusing a config that would
+    compute different trials (objectives, space, safeguard, evaluation) than the study's own."""
+    study, _ = load_study(config.name, config.storage, config=config)
+    stored = parse_config({**study.user_attrs[CONFIG_ATTR], "storage": config.storage}, f"study {config.name!r}")
+    mine, theirs = config.model_dump(mode="json"), stored.model_dump(mode="json")
+    for key in _SHARED_FIELDS:
+        if mine[key] != theirs[key]:
+            raise InputError(
+                f"study {config.name!r} in {safe_url(config.storage)} has {key} {_brief(theirs[key])}, this config has "
+                f"{_brief(mine[key])}; join it by name ('songhpo study run {config.name} --storage URL') or create a "
+                "new study under another name"
+            )
+    return study
+
+
+def _brief(value: Any) -> str:
+    text = str(value)
+    return text if len(text) <= 120 else text[:117] + "..."
 
 
 def load_study(name: str, storage_url: str, *, config: StudyConfig | None = None) -> tuple[optuna.Study, StudyConfig]:
@@ -206,8 +368,9 @@ def load_study(name: str, storage_url: str, *, config: StudyConfig | None = None
     bare = optuna.load_study(study_name=name, storage=storage)
     deadline = time.monotonic() + READY_TIMEOUT
     while not bare.user_attrs.get(READY_ATTR):
-        # A study being created holds at most its enqueued baseline; more trials mean it is not songhpo's.
-        if time.monotonic() > deadline or len(bare.get_trials(deepcopy=False)) > 1:
+        # A study being created holds only its queued first generation; anything else is not songhpo's.
+        started = [t for t in bare.get_trials(deepcopy=False) if t.state != TrialState.WAITING]
+        if time.monotonic() > deadline or started:
             raise InputError(
                 f"study {name!r} in {safe_url(storage_url)} was not created by songhpo, or its creation was "
                 "interrupted; create it again under another name"
@@ -294,11 +457,24 @@ def baseline_trial(study: optuna.Study) -> FrozenTrial | None:
 
 @dataclass
 class WorkerReport:
-    """What one worker did."""
+    """What one worker did; ``worker`` is its study-unique number (its sampler's seed derives from it)."""
 
     completed: int = 0
     failed: int = 0
     seconds: float = 0.0
+    worker: int = 0
+
+
+def claim_worker(study: optuna.Study, config: StudyConfig) -> int:
+    """A study-unique worker number from the storage (a random one, with a warning, if it cannot be had)."""
+    owner = f"{socket.gethostname()}:{os.getpid()}"
+    try:
+        return store.claim_worker_number(config.storage, study.study_name, owner)
+    except Exception as exc:  # noqa: BLE001 - a worker must still search, and never repeat another's draws
+        number = secrets.randbelow(2**31)
+        _log.warning("could not claim a worker number in the songhpo tables (%s); using random number %d",
+                     exc, number)
+        return number
 
 
 def run_worker(
@@ -313,14 +489,19 @@ def run_worker(
 
     ``n_trials`` caps this worker's own trials (default: no cap), ``timeout`` its seconds. With several
     workers the study may end with up to ``workers - 1`` trials above the budget (trials already running
-    when it was reached are finished, not thrown away).
+    when it was reached are finished, not thrown away). The worker claims a study-unique number and seeds
+    its sampler from it (:func:`hpo.search.sampler_seed`), so no two workers, and no two runs of one
+    worker, draw the same configurations.
     """
     dataset = study_dataset(study, config, dataset_path)
     on_worker_start(study, config, dataset)
     safeguard = study.user_attrs[SAFEGUARD_ATTR]  # set before READY_ATTR, which load_study waited for
-    reference: dict[str, float | None] = {}
+    report = WorkerReport(worker=claim_worker(study, config))
+    study.sampler = make_sampler(config, report.worker)
+    _log.info("worker %d of study %s (%s sampler)", report.worker, study.study_name, config.sampler.name)
+    reference: dict[str, HardNegReference | None] = {}
 
-    def baseline_hardneg() -> float | None:
+    def baseline_reference() -> HardNegReference | None:
         # Another worker may still be running the baseline (both saw it waiting; one got it): wait while it
         # runs, and cache only a completed baseline's value so one early look never sticks for good.
         while "value" not in reference:
@@ -328,11 +509,11 @@ def run_worker(
             baselines = _baseline_trials(study)
             complete = [t for t in baselines if t.state == TrialState.COMPLETE]
             if complete:
-                reference["value"] = complete[0].user_attrs.get("hardneg")
-            elif any(t.state == TrialState.RUNNING for t in baselines):
+                reference["value"] = hardneg_reference(complete[0])
+            elif any(t.state in (TrialState.RUNNING, TrialState.WAITING) for t in baselines):
                 time.sleep(1.0)
             else:
-                return None  # failed, or waiting for a worker to re-run it: unknown for this trial
+                return None  # failed for good: unknown for this trial
         return reference["value"]
 
     objective = Objective(
@@ -341,22 +522,21 @@ def run_worker(
         config.objectives,
         seed=config.seed,
         workers=config.training.workers,
-        tolerance=config.constraint.tolerance if safeguard.get("enabled") else None,
-        baseline_hardneg=baseline_hardneg,
+        safeguard=safeguard_of(config, safeguard),
+        baseline_reference=baseline_reference,
     )
-    report = WorkerReport()
     start = time.perf_counter()
     # Failures do not use up the budget of completed trials, but a worker gives up after this many.
     max_failures = max(10, config.trials)
     last_chart = [time.monotonic()]
-    with bar(n_trials or config.trials, f"worker {study.study_name}", unit="trial") as progress:
+    with bar(n_trials or config.trials, f"worker {study.study_name}", unit="trial") as progress, \
+            _failing_interrupted_trials(study):
 
         def on_trial_end(study: optuna.Study, trial: FrozenTrial) -> None:
             if trial.state == TrialState.COMPLETE:
                 report.completed += 1
                 values = ", ".join(f"{n}={v:.4g}" for n, v in zip(config.objectives, trial.values))
-                feasible = "" if trial.user_attrs.get("feasible", True) else " (infeasible: HardNeg above the safeguard)"
-                _log.info("trial %d complete: %s%s", trial.number, values, feasible)
+                _log.info("trial %d complete: %s%s", trial.number, values, _safeguard_note(trial))
                 # The SQL result tables follow the study live (a failure is a warning, never the study's end).
                 record_completed_trial(config.storage, study.study_name, trial)
             elif trial.state == TrialState.FAIL:
@@ -371,11 +551,11 @@ def run_worker(
                 _publish_chart(study)
                 last_chart[0] = time.monotonic()
 
-        ran_baseline = _ensure_baseline(study, objective, on_trial_end, timeout)
-        if safeguard.get("enabled") and baseline_hardneg() is None:
+        ran_baseline = _ensure_baseline(study, config, objective, on_trial_end, timeout)
+        if safeguard.get("enabled") and baseline_reference() is None:
             _log.warning("the baseline has no HardNeg value: every trial is infeasible until it does")
         elapsed = time.perf_counter() - start
-        remaining = None if n_trials is None else n_trials - int(ran_baseline)
+        remaining = None if n_trials is None else n_trials - ran_baseline
         done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
         if done >= config.trials:
             _log.info("study %s has %d completed trials (budget %d): nothing to do; raise 'trials' in the config "
@@ -389,8 +569,45 @@ def run_worker(
                 callbacks=[MaxTrialsCallback(config.trials, states=(TrialState.COMPLETE,)), on_trial_end],
             )
     _publish_chart(study)
+    warning = infeasibility_warning(study)
+    if warning:
+        _log.warning("study %s: %s", study.study_name, warning)
     report.seconds = time.perf_counter() - start
     return report
+
+
+@contextmanager
+def _failing_interrupted_trials(study: optuna.Study) -> Iterator[None]:
+    """On Ctrl-C, leave no trial this worker started RUNNING (it would wait for its heartbeat, or forever)."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        # Optuna wraps the storage of a study in a cache; ours is behind it.
+        storage = getattr(study._storage, "_backend", study._storage)
+        if isinstance(storage, _StudyStorage):
+            storage.fail_interrupted()
+        raise
+
+
+def hardneg_reference(baseline: FrozenTrial) -> HardNegReference | None:
+    """The safeguard's reference from a completed baseline trial (``None`` without a HardNeg value).
+
+    Baselines recorded before per-song counts existed give a reference without them (the point rule).
+    """
+    value = baseline.user_attrs.get("hardneg")
+    if value is None:
+        return None
+    encoded = baseline.user_attrs.get(PER_SONG_ATTR)
+    songs, counts = decode_per_song(encoded) if encoded else (None, None)
+    return HardNegReference(value=float(value), songs=songs, counts=counts)
+
+
+def _safeguard_note(trial: FrozenTrial) -> str:
+    margin = trial.user_attrs.get("constraint_hardneg")
+    if margin is None:
+        return ""
+    verdict = "feasible" if trial.user_attrs.get("feasible", True) else "INFEASIBLE: HardNeg above the safeguard"
+    return f" ({verdict}, HardNeg margin {margin:+.3g})"
 
 
 def _publish_chart(study: optuna.Study) -> None:
@@ -405,33 +622,75 @@ def _publish_chart(study: optuna.Study) -> None:
 
 def _ensure_baseline(
     study: optuna.Study,
+    config: StudyConfig,
     objective: Objective,
     callback: Callable[[optuna.Study, FrozenTrial], None],
     timeout: float | None,
-) -> bool:
-    """Wait until the baseline is complete or definitively failed; run it here if it is waiting.
+) -> int:
+    """Make sure the baseline is complete and the first generation queued.
 
-    Returns whether this worker ran a trial. Waiting happens outside any trial, so a worker never holds
-    a trial while another one is needed to finish the baseline.
+    Runs the baseline here if it is waiting, waits while another worker runs it, queues it again (seed =
+    study seed) when it failed or was interrupted, and once it is complete queues the rest of the first
+    generation (:func:`hpo.search.initial_design`, exactly once per study). Returns how many trials this
+    worker ran. Waiting happens outside any trial, so a worker never holds a trial while another one is
+    needed to finish the baseline. A baseline that failed ``heartbeat.max_retry + 1`` times is given up
+    on, with a warning.
     """
     deadline = None if timeout is None else time.monotonic() + timeout
-    ran = False
+    ran = 0
+    owner = f"{socket.gethostname()}:{os.getpid()}"
     while True:
         fail_stale_trials(study)
         baselines = _baseline_trials(study)
         states = {t.state for t in baselines}
         if TrialState.COMPLETE in states or not baselines:
+            _queue_first_generation(study, config, owner)
             return ran
         if TrialState.WAITING in states:
+            # Before the baseline completes it is the only queued trial (create_study), so this takes it.
             study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[callback])
-            ran = True
+            ran += 1
             continue
         if TrialState.RUNNING not in states:
-            _log.warning("the baseline trial failed; HardNeg safeguard values are unknown")
-            return ran
+            reason = baselines[-1].user_attrs.get("fail_reason", "unknown reason")
+            if len(baselines) > config.heartbeat.max_retry:
+                _log.warning("the baseline trial failed %d times (last: %s); HardNeg safeguard values are unknown",
+                             len(baselines), reason)
+                _queue_first_generation(study, config, owner)
+                return ran
+            # One worker re-queues it (the claim decides); the others see it waiting at their next look.
+            if _claim(config, study, f"baseline:{len(baselines)}", owner):
+                _log.warning("the baseline trial failed (%s); queued again with seed %d", reason, config.seed)
+                study.enqueue_trial(baseline_params(config.search_space),
+                                    user_attrs={"baseline": True, "seed": config.seed})
+                continue
         if deadline is not None and time.monotonic() > deadline:
             return ran
         time.sleep(1.0)
+
+
+def _queue_first_generation(study: optuna.Study, config: StudyConfig, owner: str) -> None:
+    """Queue :func:`hpo.search.initial_design` once per study (the first worker past the baseline does it;
+    the others wait for it, at most :data:`READY_TIMEOUT` seconds, so that they start from it too)."""
+    if study.user_attrs.get(DESIGN_ATTR):
+        return
+    if _claim(config, study, "design", owner):
+        for label, params in initial_design(config):
+            study.enqueue_trial(params, user_attrs={"design": label})
+        study.set_user_attr(DESIGN_ATTR, True)
+        return
+    deadline = time.monotonic() + READY_TIMEOUT
+    while not study.user_attrs.get(DESIGN_ATTR) and time.monotonic() < deadline:
+        time.sleep(0.5)
+
+
+def _claim(config: StudyConfig, study: optuna.Study, key: str, owner: str) -> bool:
+    """:func:`storage.results.claim`; without the songhpo tables, every worker may act (a warning)."""
+    try:
+        return store.claim(config.storage, study.study_name, key, owner)
+    except Exception as exc:  # noqa: BLE001
+        _log.warning("could not claim %r in the songhpo tables (%s); acting anyway", key, exc)
+        return True
 
 
 def feasible_pareto_front(study: optuna.Study) -> list[FrozenTrial]:
@@ -473,6 +732,7 @@ def study_status(study: optuna.Study) -> dict[str, Any]:
         if baseline is None
         else {"trial": baseline.number, **{m: baseline.user_attrs.get(m) for m in METRIC_DIRECTIONS}},
         "safeguard": study.user_attrs.get(SAFEGUARD_ATTR),
+        "infeasibility_warning": infeasibility_warning(study),
     }
 
 
@@ -482,6 +742,7 @@ def trial_row(trial: FrozenTrial, metric_names: list[str]) -> dict[str, Any]:
     for name, value in zip(metric_names, trial.values or []):
         row[name] = value
     row["hardneg"] = trial.user_attrs.get("hardneg")
+    row["hardneg_margin"] = trial.user_attrs.get("constraint_hardneg")
     row["feasible"] = trial.user_attrs.get("feasible", True)
     for name, value in trial.params.items():
         row[name] = float(value) if isinstance(value, float) and not math.isnan(value) else value

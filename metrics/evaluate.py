@@ -21,7 +21,7 @@ from metrics import _validation as _v
 from metrics import knn as _knn
 from metrics.clustering import calinski_harabasz
 from metrics.coherence import local_coherence, sample_songs
-from metrics.false_neighbours import hardneg_at_k
+from metrics.false_neighbours import hardneg_counts
 from metrics.next_song import hit_rate, ndcg, next_song_ranks
 from metrics.popularity import assign_buckets, bucketed_ranking_metrics
 from metrics.popularity import bucket_edges as _bucket_edges
@@ -166,11 +166,17 @@ class EvaluationResult:
     timings : dict[str, float]
         Wall-clock seconds: ``"knn"`` (the one table), ``"metrics"`` (everything else),
         ``"total"``.
+    hardneg_per_song : tuple of np.ndarray
+        ``(songs, counts)`` of :func:`metrics.false_neighbours.hardneg_counts` at ``k``: the
+        HardNeg support songs and their hard-negative neighbour counts (both empty without
+        hard negatives); ``metrics["hardneg"] == counts.mean() / k``.
     """
 
     metrics: dict[str, float | int | None]
     buckets: dict[str, Any]
     timings: dict[str, float] = field(default_factory=dict)
+    hardneg_per_song: tuple[np.ndarray, np.ndarray] = field(
+        default_factory=lambda: (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain, JSON-serialisable copy (strict JSON: no nan/inf)."""
@@ -236,7 +242,9 @@ def evaluate(embeddings: npt.ArrayLike, data: EvaluationData,
 
     ranks_in = next_song_ranks(table, data.pairs_in)
     ranks_out = next_song_ranks(table, data.pairs_out)
-    hardneg, hardneg_support = hardneg_at_k(table, data.hard_negative_pairs, k)
+    hardneg_songs, hardneg_neighbours = hardneg_counts(table, data.hard_negative_pairs, k)
+    hardneg = float(hardneg_neighbours.mean() / k) if hardneg_songs.size else None
+    hardneg_support = int(hardneg_songs.size)
     coh_genre, coh_genre_n = local_coherence(table, data.genre_labels, genre_songs, coherence_k)
     coh_artist, coh_artist_n = local_coherence(table, data.artist_labels, artist_songs,
                                                coherence_k)
@@ -276,7 +284,8 @@ def evaluate(embeddings: npt.ArrayLike, data: EvaluationData,
     t_end = time.perf_counter()
     timings = {"knn": t_metrics - t_knn, "metrics": t_end - t_metrics,
                "total": t_end - t_start}
-    return EvaluationResult(metrics=metrics, buckets=buckets, timings=timings)
+    return EvaluationResult(metrics=metrics, buckets=buckets, timings=timings,
+                            hardneg_per_song=(hardneg_songs, hardneg_neighbours))
 
 
 def _resolve_edges(data: EvaluationData, settings: EvaluationSettings) -> np.ndarray:

@@ -7,21 +7,27 @@ This module knows Optuna's trial API but nothing about SQL or the CLI.
 
 from __future__ import annotations
 
+import base64
 import math
 import time
+import zlib
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
 from metrics.evaluate import EvaluationData, EvaluationSettings, evaluate
+from metrics.false_neighbours import hardneg_excess_bound
 from objectives.word2vec import GENSIM_DEFAULTS, train_word2vec
 
 HARDNEG_CONSTRAINT = "hardneg"
 #: Constraint value of a trial whose HardNeg is unavailable while the safeguard is on: infeasible.
 UNKNOWN_HARDNEG_VIOLATION = 1.0
+#: User attribute of the baseline trial holding its per-song HardNeg counts (:func:`encode_per_song`).
+PER_SONG_ATTR = "hardneg_per_song"
 
 
 class TrialFailed(Exception):
@@ -40,11 +46,60 @@ class TrialData:
 
 @dataclass(frozen=True)
 class TrialOutcome:
-    """Metrics of one trained configuration (flat ``metrics``, ``buckets``, ``timings`` in seconds)."""
+    """Metrics of one trained configuration (flat ``metrics``, ``buckets``, ``timings`` in seconds,
+    ``hardneg_per_song`` = (support songs, hard-negative neighbour counts) at the evaluation's K)."""
 
     metrics: dict[str, float | int | None]
     buckets: dict[str, Any]
     timings: dict[str, float]
+    hardneg_per_song: tuple[np.ndarray, np.ndarray] = field(
+        default_factory=lambda: (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)))
+
+
+@dataclass(frozen=True)
+class Safeguard:
+    """The HardNeg safeguard of a study.
+
+    ``rule = "paired-test"``: a trial is infeasible when a one-sided paired Student-t test over the
+    songs both it and the baseline support finds HardNeg@K above ``(1 + tolerance)`` x the baseline's
+    at ``confidence`` (:func:`metrics.false_neighbours.hardneg_excess_bound`); the constraint value is
+    the lower confidence bound of the excess. ``rule = "point"``: the plain comparison of the two
+    HardNeg values (constraint ``hardneg - (1 + tolerance) x baseline``).
+    """
+
+    tolerance: float = 0.10
+    rule: str = "paired-test"
+    confidence: float = 0.95
+
+
+@dataclass(frozen=True)
+class HardNegReference:
+    """The baseline's HardNeg: its value and per-song counts (``songs`` ascending, ``counts`` aligned;
+    ``None`` for a baseline recorded without them, which only the point rule can use)."""
+
+    value: float
+    songs: np.ndarray | None = None
+    counts: np.ndarray | None = None
+
+
+def encode_per_song(songs: np.ndarray, counts: np.ndarray) -> dict[str, str]:
+    """Compact JSON-able form of per-song counts (a trial user attribute): zlib + base64 of the
+    gaps between the ascending song ids and of the counts, little-endian uint32."""
+    gaps = np.diff(np.asarray(songs, dtype=np.int64), prepend=0)
+    return {"songs": _pack(gaps), "counts": _pack(np.asarray(counts, dtype=np.int64))}
+
+
+def decode_per_song(encoded: Mapping[str, str]) -> tuple[np.ndarray, np.ndarray]:
+    """Inverse of :func:`encode_per_song`."""
+    return np.cumsum(_unpack(encoded["songs"])), _unpack(encoded["counts"])
+
+
+def _pack(values: np.ndarray) -> str:
+    return base64.b64encode(zlib.compress(values.astype("<u4").tobytes(), 9)).decode("ascii")
+
+
+def _unpack(text: str) -> np.ndarray:
+    return np.frombuffer(zlib.decompress(base64.b64decode(text)), dtype="<u4").astype(np.int64)
 
 
 def run_configuration(data: TrialData, params: Mapping[str, Any], *, seed: int, workers: int = 1) -> TrialOutcome:
@@ -58,7 +113,8 @@ def run_configuration(data: TrialData, params: Mapping[str, Any], *, seed: int, 
         "metrics_seconds": float(result.timings["metrics"]),
         "trial_seconds": time.perf_counter() - start,
     }
-    return TrialOutcome(metrics=dict(result.metrics), buckets=result.buckets, timings=timings)
+    return TrialOutcome(metrics=dict(result.metrics), buckets=result.buckets, timings=timings,
+                        hardneg_per_song=result.hardneg_per_song)
 
 
 def to_distribution(spec: Any) -> BaseDistribution | None:
@@ -97,8 +153,9 @@ def baseline_params(space: Mapping[str, Any]) -> dict[str, Any]:
 class Objective:
     """The Optuna objective of a study.
 
-    ``baseline_hardneg`` returns the baseline trial's HardNeg (``None`` if unavailable) and is only
-    called for non-baseline trials when ``tolerance`` is not ``None`` (the safeguard is on).
+    ``safeguard`` is the HardNeg safeguard (``None``: off). ``baseline_reference`` returns the
+    baseline trial's :class:`HardNegReference` (``None`` while unavailable); it is only called for
+    non-baseline trials while the safeguard is on.
     """
 
     def __init__(
@@ -109,16 +166,16 @@ class Objective:
         *,
         seed: int,
         workers: int = 1,
-        tolerance: float | None = 0.10,
-        baseline_hardneg: Callable[[], float | None] = lambda: None,
+        safeguard: Safeguard | None = Safeguard(),
+        baseline_reference: Callable[[], HardNegReference | None] = lambda: None,
     ) -> None:
         self._data = data
         self._space = dict(space)
         self._objectives = list(objectives)
         self._seed = seed
         self._workers = workers
-        self._tolerance = tolerance
-        self._baseline_hardneg = baseline_hardneg
+        self._safeguard = safeguard
+        self._baseline_reference = baseline_reference
 
     def __call__(self, trial: optuna.Trial) -> list[float]:
         try:
@@ -132,6 +189,11 @@ class Objective:
     def _run(self, trial: optuna.Trial) -> list[float]:
         import gensim
 
+        directions = trial.study.directions
+        if len(directions) != len(self._objectives):
+            # Optuna would fail the trial after training, without a reason anyone can read.
+            raise TrialFailed(f"this worker optimises {len(self._objectives)} objectives {self._objectives} but the "
+                              f"study has {len(directions)}; run it with the study's own config")
         params = suggest_params(trial, self._space)
         # A killed worker's trial is re-run as a copy carrying its user attrs: keep its seed to reproduce it.
         seed = int(trial.user_attrs.get("seed", self._seed + trial.number))
@@ -147,7 +209,7 @@ class Objective:
         trial.set_user_attr("buckets", outcome.buckets)
         for name, value in outcome.timings.items():
             trial.set_user_attr(name, round(value, 4))
-        self._apply_safeguard(trial, outcome.metrics.get("hardneg"))
+        self._apply_safeguard(trial, outcome)
         values = []
         for name in self._objectives:
             value = outcome.metrics.get(name)
@@ -156,22 +218,37 @@ class Objective:
             values.append(float(value))
         return values
 
-    def _apply_safeguard(self, trial: optuna.Trial, hardneg: float | int | None) -> None:
-        is_baseline = bool(trial.user_attrs.get("baseline"))
-        if self._tolerance is None:
+    def _apply_safeguard(self, trial: optuna.Trial, outcome: TrialOutcome) -> None:
+        safeguard = self._safeguard
+        if safeguard is None:
             trial.set_user_attr("feasible", True)
             return
-        if is_baseline:
+        hardneg = outcome.metrics.get("hardneg")
+        if trial.user_attrs.get("baseline"):
+            if hardneg is not None:
+                trial.set_user_attr(PER_SONG_ATTR, encode_per_song(*outcome.hardneg_per_song))
             violation = 0.0 if hardneg is not None else UNKNOWN_HARDNEG_VIOLATION
         else:
-            reference = self._baseline_hardneg()
-            if hardneg is None or reference is None:
-                violation = UNKNOWN_HARDNEG_VIOLATION
-            else:
-                violation = float(hardneg) - (1.0 + self._tolerance) * float(reference)
+            reference = self._baseline_reference()
+            violation = UNKNOWN_HARDNEG_VIOLATION
+            if hardneg is not None and reference is not None:
+                violation = self._violation(trial, float(hardneg), outcome, reference, safeguard)
         trial.set_constraint(HARDNEG_CONSTRAINT, violation)
         trial.set_user_attr("constraint_hardneg", violation)
         trial.set_user_attr("feasible", violation <= 0.0)
+
+    def _violation(self, trial: optuna.Trial, hardneg: float, outcome: TrialOutcome, reference: HardNegReference,
+                   safeguard: Safeguard) -> float:
+        allowed = (1.0 + safeguard.tolerance) * reference.value
+        if safeguard.rule == "point" or reference.songs is None or reference.counts is None:
+            return hardneg - allowed
+        songs, counts = outcome.hardneg_per_song
+        excess, bound, shared = hardneg_excess_bound(
+            songs, counts, reference.songs, reference.counts, self._data.settings.k,
+            tolerance=safeguard.tolerance, confidence=safeguard.confidence)
+        trial.set_user_attr("hardneg_excess", None if shared == 0 else excess)
+        trial.set_user_attr("hardneg_shared_songs", shared)
+        return UNKNOWN_HARDNEG_VIOLATION if shared == 0 else bound
 
 
 def _jsonable(params: Mapping[str, Any]) -> dict[str, Any]:

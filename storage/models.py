@@ -175,3 +175,21 @@ class ParetoMember(Base):
     test: Mapped[dict[str, Any]] = mapped_column(JSON)
     test_buckets: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     n_seeds: Mapped[int] = mapped_column(Integer)
+
+
+class StudyClaim(Base):
+    """A one-time claim inside a study: the first writer of ``(study, key)`` owns it, later ones fail.
+
+    Workers claim ``worker:N`` to get a study-unique number (their sampler's seed derives from it), and
+    ``baseline:N`` before re-queueing a failed baseline, so two workers never queue it twice.
+    """
+
+    __tablename__ = "songhpo_study_claims"
+    __table_args__ = (UniqueConstraint("study", "key"),)
+
+    id: Mapped[int] = mapped_column(_ID, primary_key=True, autoincrement=True)
+    study: Mapped[str] = mapped_column(String(STUDY_NAME_LENGTH))
+    key: Mapped[str] = mapped_column(String(128))
+    #: Who claimed it, for the curious reader of the table (host name and process id).
+    owner: Mapped[str] = mapped_column(String(255))
+    created: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -29,12 +29,15 @@ from storage.models import (
     ParetoMember,
     ParetoSnapshot,
     Study,
+    StudyClaim,
     TrialMetric,
 )
 
 __all__ = [
     "SIDES",
     "bucket_metrics_frame",
+    "claim",
+    "claim_worker_number",
     "create_snapshot",
     "latest_snapshot_id",
     "load_latest_snapshot",
@@ -61,6 +64,7 @@ _DATASETS: Table = Dataset.__table__  # type: ignore[assignment]
 _STUDIES: Table = Study.__table__  # type: ignore[assignment]
 _SNAPSHOTS: Table = ParetoSnapshot.__table__  # type: ignore[assignment]
 _MEMBERS: Table = ParetoMember.__table__  # type: ignore[assignment]
+_CLAIMS: Table = StudyClaim.__table__  # type: ignore[assignment]
 
 
 def _now() -> datetime:
@@ -140,13 +144,41 @@ def record_study(
         if fresh:
             snapshots = select(_SNAPSHOTS.c.id).where(_SNAPSHOTS.c.study == name)
             deleted += connection.execute(delete(_MEMBERS).where(_MEMBERS.c.snapshot_id.in_(snapshots))).rowcount or 0
-            for table in (_SNAPSHOTS, _METRICS, _BUCKETS):
+            for table in (_SNAPSHOTS, _METRICS, _BUCKETS, _CLAIMS):
                 deleted += connection.execute(delete(table).where(table.c.study == name)).rowcount or 0
             connection.execute(delete(_STUDIES).where(_STUDIES.c.name == name))
         row = {"name": name, "dataset_fingerprint": dataset_fingerprint, "objectives": list(objectives),
                "directions": list(directions), "created": _now()}
         _insert_ignore(connection, _STUDIES, [row], ["name"])
     return deleted
+
+
+# -- one-time claims ---------------------------------------------------------------------------
+
+
+def claim(url: str, study: str, key: str, owner: str) -> bool:
+    """Claim ``key`` inside ``study`` for ``owner``; ``True`` for the first claimant only, ever.
+
+    Safe between processes and machines: the unique ``(study, key)`` row decides, whichever backend.
+    """
+    row = {"study": study, "key": key, "owner": owner[:255], "created": _now()}
+    with write_transaction(engine_for(url)) as connection:
+        return _insert_ignore(connection, _CLAIMS, [row], ["study", "key"]) > 0
+
+
+def claim_worker_number(url: str, study: str, owner: str) -> int:
+    """The smallest worker number ``n >= 0`` nobody has claimed in ``study`` (claimed as ``worker:n``).
+
+    Numbers are never reused, so a resumed run is a new worker with a new number.
+    """
+    with engine_for(url).connect() as connection:
+        taken = connection.execute(
+            select(func.count()).select_from(_CLAIMS).where(_CLAIMS.c.study == study, _CLAIMS.c.key.like("worker:%"))
+        ).scalar_one()
+    number = int(taken)
+    while not claim(url, study, f"worker:{number}", owner):
+        number += 1
+    return number
 
 
 # -- per-model metrics ---------------------------------------------------------------------------

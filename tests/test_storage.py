@@ -38,7 +38,7 @@ from storage.models import VERSION_TABLE, Base
 from tests.conftest import run_cli, run_tiny_study, tiny_study_config, write_toml
 
 TABLES = {"songhpo_datasets", "songhpo_studies", "songhpo_trial_metrics", "songhpo_bucket_metrics",
-          "songhpo_pareto_snapshots", "songhpo_pareto_members"}
+          "songhpo_pareto_snapshots", "songhpo_pareto_members", "songhpo_study_claims"}
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -204,7 +204,7 @@ def test_models_match_the_migrations_beside_optuna(storage_url: str) -> None:
     with create_results_engine(storage_url).connect() as connection:
         optuna_version = connection.execute(text("SELECT version_num FROM alembic_version")).scalar()
     engine = engine_for(storage_url)
-    assert schema_revision(engine) == head_revision() == "0002"
+    assert schema_revision(engine) == head_revision() == "0003"
     assert TABLES | {VERSION_TABLE} <= set(inspect(engine).get_table_names())
     with engine.connect() as connection:
         # Optuna's version table is untouched by our migrations.
@@ -324,3 +324,17 @@ def test_two_workers_on_postgresql_lose_nothing(prepared_synth: Path, postgres_u
         assert not any(record_trial(postgres_url, "tiny", t) for t in complete)
     finally:
         dispose_engines()
+
+
+def test_a_claim_has_one_owner_and_worker_numbers_are_never_reused(storage_url: str) -> None:
+    from storage.results import claim, claim_worker_number, record_study
+
+    assert claim(storage_url, "s", "baseline:1", "host-a:1") is True
+    assert claim(storage_url, "s", "baseline:1", "host-b:2") is False
+    assert claim(storage_url, "other", "baseline:1", "host-b:2") is True  # claims are per study
+    assert [claim_worker_number(storage_url, "s", f"w{i}") for i in range(3)] == [0, 1, 2]
+    assert claim_worker_number(storage_url, "other", "w") == 0
+    # A study created again under the same name starts over.
+    record_study(storage_url, "s", dataset_fingerprint=None, objectives=["ndcg"], directions=["maximize"], fresh=True)
+    assert claim(storage_url, "s", "baseline:1", "host-c:3") is True
+    assert claim_worker_number(storage_url, "s", "w") == 0
