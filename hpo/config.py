@@ -81,13 +81,14 @@ PAPER_SEARCH_SPACE: dict[str, Distribution] = {
 
 #: songhpo's default space (``search_preset = "default"``), chosen by measurement on yes_big, aotm2011 and
 #: the synthetic default (README, "The default search space"; ``benchmarks/bench_space.py``): ``epochs``
-#: and ``sample`` are searched, and ``alpha``'s floor is where 5 epochs still train.
+#: and ``sample`` are searched, and ``alpha``'s floor is coupled to ``epochs``'s: every draw moves the
+#: vectors at least ``alpha x epochs = 0.05`` (gensim's defaults: 0.125), below which they stay untrained.
 DEFAULT_SEARCH_SPACE: dict[str, Distribution] = {
     "vector_size": Distribution(type="int", low=16, high=256, log=True),
     "window": Distribution(type="int", low=1, high=10),
     "ns_exponent": Distribution(type="float", low=-1.0, high=1.0),
     "negative": Distribution(type="int", low=1, high=20),
-    "alpha": Distribution(type="float", low=5e-3, high=1e-1, log=True),
+    "alpha": Distribution(type="float", low=1e-2, high=1e-1, log=True),
     "epochs": Distribution(type="int", low=5, high=120, log=True),
     "sample": Distribution(type="float", low=1e-5, high=1e-2, log=True),
 }
@@ -267,14 +268,19 @@ def load_config(path: str | Path) -> StudyConfig:
     return parse_config(data, str(path)).resolved(path.resolve().parent)
 
 
+def _toml_entry(name: str, spec: Distribution) -> str:
+    bounds = f"low = {spec.low:g}, high = {spec.high:g}" if spec.type == "float" else f"low = {spec.low:.0f}, high = {spec.high:.0f}"
+    return f'# {name} = {{ type = "{spec.type}", {bounds}{", log = true" if spec.log else ""} }}'
+
+
 EXAMPLE_CONFIG = '''\
 # songhpo study configuration (TOML). Relative paths resolve against this file's directory.
 
 name = "my-study"                     # study name in the storage
 dataset = "prepared"                  # a directory written by 'songhpo data prepare'
 storage = "sqlite:///songhpo.db"      # any SQLAlchemy URL; postgresql://user@host/db for many workers
-seed = 0                              # sampler seed; trial n trains Word2Vec with seed + n
-trials = 50                           # completed trials the study aims for (all workers together)
+seed = 0                              # sampler seed; trial n trains Word2Vec with seed + n (the baseline: seed)
+trials = 60                           # completed trials the study aims for (all workers together)
 # timeout = 3600                      # seconds per worker
 
 # Metrics to optimise (maximised, except hardneg which is minimised). Any of: ndcg, ndcg_in, ndcg_out,
@@ -282,13 +288,19 @@ trials = 50                           # completed trials the study aims for (all
 # One metric = single-objective study (use sampler "tpe" or "random" for the paper's comparisons).
 objectives = ["ndcg", "ch_artist", "ch_genre"]
 
+# "default": songhpo's measured space (below); "paper": the paper's five parameters and ranges.
+search_preset = "default"
+
 [sampler]
-name = "nsga2"                        # nsga2 | tpe | random
-population_size = 20                  # NSGA-II generation size
+name = "nsga2"                        # nsga2 | gp (needs: pip install 'songhpo[gp]') | tpe | random
+# population_size = 12                # NSGA-II generation size; default round(trials / 5) within [8, 40]
+initial_design = true                 # first generation: gensim defaults, Caselles-Dupre 2018, Latin hypercube
 
 [constraint]
-enabled = true                        # HardNeg safeguard: HardNeg@K <= (1 + tolerance) x baseline
-tolerance = 0.10
+enabled = true                        # HardNeg safeguard against the baseline (gensim defaults)
+tolerance = 0.10                      # allowed relative increase of HardNeg@K
+rule = "paired-test"                  # paired-test: one-sided test over the supporting songs; point: plain comparison
+confidence = 0.95                     # of the paired test
 
 [evaluation]
 k = 100                               # neighbours for HitRate / NDCG / HardNeg
@@ -306,15 +318,7 @@ interval = 10                         # seconds between a running trial's heartb
 grace_period = 30                     # a trial silent this long is failed and re-run
 max_retry = 3
 
-# Search space: the paper's five are searched by default (shown here). Add epochs, sample, min_count,
-# min_alpha; a plain value fixes a parameter. Parameters not listed keep gensim's defaults.
+# Entries here override the preset: a table replaces a range, a plain value fixes a parameter (say
+# min_count = 1 to give every song a vector). The default preset searches (on sparse data also min_count 1-5):
 [search_space]
-vector_size = { type = "int", low = 16, high = 256, log = true }
-window = { type = "int", low = 1, high = 20 }
-ns_exponent = { type = "float", low = -1.0, high = 1.0 }
-negative = { type = "int", low = 1, high = 30 }
-alpha = { type = "float", low = 1e-4, high = 1e-1, log = true }
-# epochs = { type = "int", low = 1, high = 30 }
-# sample = { type = "float", low = 1e-5, high = 1e-1, log = true }
-# min_count = 1
-'''
+''' + "\n".join(_toml_entry(name, spec) for name, spec in DEFAULT_SEARCH_SPACE.items()) + "\n"

@@ -63,7 +63,8 @@ _log = logging.getLogger(__name__)
 #: Seed ``i`` of a member's test re-training is ``trial seed + TEST_SEED_STRIDE * i``.
 TEST_SEED_STRIDE = 1000
 #: Trial user attributes recorded besides :data:`metrics.evaluate.METRIC_KEYS` when present.
-_EXTRA_ATTRS = ("train_seconds", "knn_seconds", "metrics_seconds", "trial_seconds", "constraint_hardneg")
+_EXTRA_ATTRS = ("train_seconds", "knn_seconds", "metrics_seconds", "trial_seconds", "cpu_seconds",
+                "constraint_hardneg")
 #: Keys gensim always gets from :func:`objectives.word2vec.word2vec_kwargs` (skip-gram, negative sampling).
 _FIXED_KWARGS = {"sg": 1, "hs": 0}
 CONFIDENCE = 0.95

@@ -1,0 +1,239 @@
+"""Benchmark of the search: what each sampler's default study finds, per trial and per compute-hour.
+
+Run by hand (long: every study trains real embeddings; resumable, so stop and start it at will)::
+
+    python benchmarks/bench_search.py PREPARED [PREPARED ...] --out DIR [--plan "nsga2:40,80 gp:40 tpe:40 random:80"]
+        [--seeds 0,1,2] [--anchor-seeds 0] [--anchor-budget 40]
+
+For every prepared dataset, study seed, and sampler:budget of ``--plan``, a default study (``search_preset =
+"default"``, objectives NDCG, CH-artist and CH-genre less those the dataset has no labels for, the HardNeg
+safeguard on) runs to its budget of completed trials in ``DIR/<dataset>.db``. ``gp`` needs PyTorch. In the
+same run, per dataset and seed, the anchors: gensim's defaults (trial 0 of every study), the published
+music setting of Caselles-Dupré et al. (RecSys 2018) trained with the study seed, and the best trial of a
+single-objective TPE study on NDCG (``--anchor-budget`` trials, no safeguard; for ``--anchor-seeds``).
+Random search does not depend on its budget (no first generation, no population), so its first 40 trials
+*are* a 40-trial random search: one 80-trial run serves both budgets (marked ``prefix``).
+
+Everything is measured on validation, in ratios to gensim's defaults of the same study:
+
+* ``HV``: hypervolume of the feasible trials' objectives divided by the baseline's, with the origin as
+  reference point (the baseline alone scores 1.00), after the first 10, 20, 40 and 80 completed trials;
+* ``NDCG``: the best validation NDCG of a feasible trial;
+* ``balanced``: NDCG, CH-artist and CH-genre of the balanced compromise of the feasible front
+  (:func:`dashboards.selection.balanced_compromise`);
+* ``untrained``: share of trials with NDCG or CH-artist (CH-genre without artists) below 20% of the
+  baseline's;
+* ``CPU h``: the CPU hours the study's trials used (``cpu_seconds`` of every trial), and ``HV-1 per CPU h``;
+* the anchors against each front: how many feasible front members dominate each anchor.
+
+Means over seeds with 95% Student-t intervals; the named baseline of every ratio column is random search
+at the same budget, in the same run. Progress goes to stderr, the table to stdout, the numbers to
+``DIR/summary.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from dashboards.selection import balanced_compromise
+from hpo._table import format_table
+from hpo.config import parse_config
+from hpo.dataset import PreparedDataset
+from hpo.experiment import multi_objectives
+from hpo.results import confidence_interval
+from hpo.search import LITERATURE_SETTINGS
+from hpo.study import baseline_trial, create_study, feasible_pareto_front, load_study, run_worker, trial_data
+from objectives.trial import run_configuration
+
+CHECKPOINTS = (10, 20, 40, 80)
+UNTRAINED_SHARE = 0.2
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _study(dataset: Path, storage: str, name: str, seed: int, budget: int, **settings: Any) -> optuna.Study:
+    """Create (or resume) study ``name`` and run it to ``budget`` completed trials."""
+    config = parse_config({"name": name, "dataset": str(dataset), "storage": storage, "seed": seed,
+                           "trials": budget, **settings}, name)
+    create_study(config, exist_ok=True)
+    study, config = load_study(name, storage, config=config)
+    done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+    if done < budget:
+        _log(f"{name}: {done} -> {budget} trials")
+        run_worker(study, config)
+    return study
+
+
+def _ratios(trial: FrozenTrial, baseline: FrozenTrial, metrics: list[str]) -> np.ndarray:
+    return np.array([trial.user_attrs[m] / baseline.user_attrs[m] for m in metrics])
+
+
+def _hypervolume(points: list[np.ndarray]) -> float:
+    """Hypervolume dominated by ``points`` (ratios, maximised) with the origin as reference point."""
+    from optuna._hypervolume import compute_hypervolume
+
+    if not points:
+        return 0.0
+    losses = -np.maximum(np.array(points), 0.0)
+    return float(compute_hypervolume(losses, np.zeros(losses.shape[1])))
+
+
+def _untrained(trial: FrozenTrial, baseline: FrozenTrial, clustering: str) -> bool:
+    return any((trial.user_attrs.get(m) or 0.0) < UNTRAINED_SHARE * baseline.user_attrs[m]
+               for m in ("ndcg", clustering))
+
+
+def _dominates(a: np.ndarray, b: np.ndarray) -> bool:
+    return bool(np.all(a >= b) and np.any(a > b))
+
+
+def summarise(study: optuna.Study, metrics: list[str], anchors: dict[str, np.ndarray]) -> dict[str, Any]:
+    """The numbers of one study (see the module docstring)."""
+    baseline = baseline_trial(study)
+    assert baseline is not None, f"{study.study_name} has no completed baseline"
+    complete = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: t.number)
+    clustering = "ch_artist" if "ch_artist" in metrics else metrics[-1]
+    row: dict[str, Any] = {"study": study.study_name, "trials": len(complete)}
+    for checkpoint in CHECKPOINTS:
+        first = complete[:checkpoint]
+        if len(first) < checkpoint:
+            continue
+        feasible = [t for t in first if t.user_attrs.get("feasible", True)]
+        row[f"hv@{checkpoint}"] = _hypervolume([_ratios(t, baseline, metrics) for t in feasible])
+        row[f"ndcg@{checkpoint}"] = max(t.user_attrs["ndcg"] for t in feasible) / baseline.user_attrs["ndcg"]
+        row[f"cpu_hours@{checkpoint}"] = sum(float(t.user_attrs.get("cpu_seconds", 0.0)) for t in first) / 3600
+    row["untrained"] = sum(_untrained(t, baseline, clustering) for t in complete) / len(complete)
+    row["infeasible"] = sum(not t.user_attrs.get("feasible", True) for t in complete) / len(complete)
+    front = feasible_pareto_front(study)
+    balanced = balanced_compromise(study, front)
+    if balanced is not None:
+        row.update({f"balanced_{m}": balanced.user_attrs[m] / baseline.user_attrs[m] for m in metrics})
+    front_points = [_ratios(t, baseline, metrics) for t in front]
+    # Issue 13's target: a front member with >= +8% NDCG whose clustering objectives lose at most 5%.
+    balanced_ok = [p for p in front_points if p[0] >= 1.08 and all(v >= 0.95 for v in p[1:])]
+    row["target_member_ndcg"] = max((float(p[0]) for p in balanced_ok), default=None)
+    row["anchors_dominated_by"] = {name: sum(_dominates(p, point) for p in front_points)
+                                   for name, point in anchors.items()}
+    return row
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("prepared", nargs="+", type=Path, help="prepared dataset directories")
+    parser.add_argument("--out", type=Path, required=True, help="directory of the study databases and summary.json")
+    parser.add_argument("--plan", default="nsga2:40,80 gp:40 tpe:40 random:80", help="sampler:budget,... list")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--anchor-seeds", default="0", help="study seeds of the single-objective TPE anchor")
+    parser.add_argument("--anchor-budget", type=int, default=40, help="trials of the single-objective TPE anchor")
+    args = parser.parse_args()
+    plan = {item.split(":")[0]: sorted(int(b) for b in item.split(":")[1].split(",")) for item in args.plan.split()}
+    samplers = list(plan)
+    budgets = sorted({b for bs in plan.values() for b in bs})
+    seeds = [int(s) for s in args.seeds.split(",") if s]
+    anchor_seeds = [int(s) for s in args.anchor_seeds.split(",") if s]
+    args.out.mkdir(parents=True, exist_ok=True)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+
+    summary: dict[str, Any] = {}
+    table = []
+    for path in args.prepared:
+        dataset = PreparedDataset.load(path)
+        metrics = multi_objectives(dataset)
+        storage = f"sqlite:///{(args.out / (path.name + '.db')).resolve()}"
+        runs: dict[tuple[str, int], list[dict[str, Any]]] = {}
+        tpe_best: list[np.ndarray] = []
+        for seed in anchor_seeds:
+            tpe = _study(path, storage, f"anchor-tpe-ndcg-s{seed}", seed, args.anchor_budget,
+                         objectives=["ndcg"], sampler={"name": "tpe"}, constraint={"enabled": False})
+            base = baseline_trial(tpe)
+            assert base is not None
+            best = max(tpe.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: t.values[0])
+            tpe_best.append(_ratios(best, base, metrics))
+        for seed in seeds:
+            config = parse_config({"name": "anchor", "dataset": str(path), "seed": seed}, "anchor")
+            data = trial_data(config, dataset)
+            defaults = run_configuration(data, {}, seed=seed)
+            literature = run_configuration(data, LITERATURE_SETTINGS["caselles-dupre-2018"], seed=seed)
+            anchors = {
+                "defaults": np.ones(len(metrics)),
+                "literature": np.array([literature.metrics[m] / defaults.metrics[m] for m in metrics]),
+                "tpe-ndcg": tpe_best[seeds.index(seed) % len(tpe_best)],
+            }
+            summary.setdefault(path.name, {}).setdefault("anchors", {})[seed] = {k: v.tolist() for k, v in anchors.items()}
+            for sampler, sampler_budgets in plan.items():
+                for budget in sampler_budgets:
+                    study = _study(path, storage, f"{sampler}-{budget}-s{seed}", seed, budget,
+                                   objectives=metrics, sampler={"name": sampler})
+                    runs.setdefault((sampler, budget), []).append(summarise(study, metrics, anchors))
+        summary[path.name]["runs"] = {f"{s}@{b}": rows for (s, b), rows in runs.items()}
+        for budget in budgets:
+            reference = _runs_at(runs, "random", budget)
+            for sampler in samplers:
+                rows = _runs_at(runs, sampler, budget)
+                if rows is not None:
+                    table.append(_table_row(path.name, sampler, budget, rows, reference, metrics,
+                                            prefix=(sampler, budget) not in runs))
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=1, default=float) + "\n")
+    headers = ["dataset", "sampler", "budget", "seeds", "HV@40", "HV@budget", "HV vs random", "best NDCG",
+               "NDCG vs random", "balanced NDCG / CH-artist / CH-genre", "untrained", "infeasible", "CPU h",
+               "HV-1 per CPU h", "front dominates defaults / literature / tpe-ndcg"]
+    print(format_table(headers, table))
+    return 0
+
+
+def _runs_at(runs: dict[tuple[str, int], list[dict[str, Any]]], sampler: str,
+             budget: int) -> list[dict[str, Any]] | None:
+    """The runs of ``sampler`` at ``budget``: its own, or (random search only) a longer run's first trials."""
+    if (sampler, budget) in runs:
+        return runs[(sampler, budget)]
+    if sampler != "random":
+        return None
+    longer = [b for s, b in runs if s == sampler and b > budget]
+    return runs[(sampler, min(longer))] if longer else None
+
+
+def _mean_ci(values: list[float]) -> str:
+    ci = confidence_interval(values)
+    if ci["mean"] is None:
+        return "-"
+    if ci["low"] is None:
+        return f"{ci['mean']:.3g}"
+    return f"{ci['mean']:.3g} [{ci['low']:.3g}, {ci['high']:.3g}]"
+
+
+def _table_row(dataset: str, sampler: str, budget: int, rows: list[dict[str, Any]],
+               reference: list[dict[str, Any]] | None, metrics: list[str], *, prefix: bool) -> list[str]:
+    def values(key: str, of: list[dict[str, Any]] = rows) -> list[float]:
+        return [float(r[key]) for r in of if key in r]
+
+    def ratio(key: str) -> str:
+        if not reference or not values(key, reference):
+            return "-"
+        return f"{statistics.fmean(values(key)) / statistics.fmean(values(key, reference)):.2f}"
+
+    hours = values(f"cpu_hours@{budget}")
+    gain = [(hv - 1.0) / h for hv, h in zip(values(f"hv@{budget}"), hours) if h > 0]
+    balanced = " / ".join(_mean_ci(values(f"balanced_{m}")) for m in metrics) if not prefix else "(80-trial run)"
+    anchors = " / ".join(
+        f"{statistics.fmean(r['anchors_dominated_by'][name] > 0 for r in rows):.0%}"
+        for name in ("defaults", "literature", "tpe-ndcg")) if not prefix else "-"
+    label = f"{budget} (prefix)" if prefix else str(budget)
+    return [dataset, sampler, label, str(len(rows)), _mean_ci(values("hv@40")), _mean_ci(values(f"hv@{budget}")),
+            ratio(f"hv@{budget}"), _mean_ci(values(f"ndcg@{budget}")), ratio(f"ndcg@{budget}"), balanced,
+            _mean_ci(values("untrained")) if not prefix else "-", _mean_ci(values("infeasible")) if not prefix else "-",
+            _mean_ci(hours), _mean_ci(gain) if gain else "-", anchors]
+
+
+if __name__ == "__main__":
+    sys.exit(main())
