@@ -12,9 +12,9 @@
 - **Samplers** (:func:`make_sampler`): NSGA-II (default), Optuna's ``GPSampler`` (constrained
   multi-objective; needs PyTorch: ``pip install 'songhpo[gp]'``), multi-objective ``TPESampler``, and
   random search. Every one reads the HardNeg constraint from ``trial.set_constraint``.
-- **Sparse data** (:func:`resolve_search_space`): where gensim's ``min_count = 5`` would leave more than
+- **The data** (:func:`resolve_search_space`): where gensim's ``min_count = 5`` would leave more than
   :data:`SPARSE_PAIR_LOSS` of the validation pairs without a vector, the default preset also searches
-  ``min_count`` in :data:`hpo.config.SPARSE_MIN_COUNT`.
+  ``min_count`` in :data:`hpo.config.SPARSE_MIN_COUNT`; on large data its ``epochs`` range is shortened.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import numpy as np
 import optuna
 from optuna.distributions import BaseDistribution, FloatDistribution
 
-from hpo.config import SPARSE_MIN_COUNT, Distribution, StudyConfig
+from hpo.config import DEFAULT_SEARCH_SPACE, SPARSE_MIN_COUNT, Distribution, StudyConfig
 from hpo.dataset import PreparedDataset
 from hpo.errors import InputError
 from objectives.word2vec import GENSIM_DEFAULTS
@@ -57,6 +57,10 @@ MAX_POPULATION = 40
 #: Share of validation pairs that may lose a song to gensim's ``min_count = 5`` before the data counts
 #: as sparse and ``min_count`` is searched.
 SPARSE_PAIR_LOSS = 0.10
+#: On large data the default preset's ``epochs`` range shrinks so that its longest trial trains on at most
+#: this many plays in all (epochs x training plays); never below :data:`MIN_EPOCHS_HIGH` epochs.
+MAX_TRAINED_PLAYS = 240_000_000
+MIN_EPOCHS_HIGH = 10
 _GENSIM_MIN_COUNT = int(GENSIM_DEFAULTS["min_count"])
 
 
@@ -169,16 +173,30 @@ def answerable_pair_share(dataset: PreparedDataset, min_count: int = _GENSIM_MIN
 
 
 def resolve_search_space(config: StudyConfig, dataset: PreparedDataset) -> StudyConfig:
-    """``config`` with ``min_count`` searched when the default preset meets sparse data.
+    """``config`` with the default preset adapted to ``dataset``; the result is what the study stores, so
+    every worker searches the same space.
 
-    Only the ``default`` preset is adapted, and only when the config neither searches nor fixes
-    ``min_count``; the result is what the study stores, so every worker searches the same space.
+    - sparse data (:func:`answerable_pair_share` below ``1 - SPARSE_PAIR_LOSS``): ``min_count`` is searched
+      in :data:`hpo.config.SPARSE_MIN_COUNT`, unless the config searches or fixes it;
+    - large data: the preset's ``epochs`` range ends at ``MAX_TRAINED_PLAYS / training plays`` epochs (at
+      least :data:`MIN_EPOCHS_HIGH`), so that one trial never trains for days (the Million Playlist
+      Dataset's 66M plays: 10 epochs; yes_big and aotm2011 keep 120). A range set in the config is kept.
+
+    The ``paper`` preset is never adapted.
     """
-    if config.search_preset != "default" or "min_count" in config.search_space:
+    if config.search_preset != "default":
         return config
-    if answerable_pair_share(dataset) >= 1.0 - SPARSE_PAIR_LOSS:
-        return config
-    return config.model_copy(update={"search_space": {**config.search_space, "min_count": SPARSE_MIN_COUNT}})
+    space = dict(config.search_space)
+    if "min_count" not in space and answerable_pair_share(dataset) < 1.0 - SPARSE_PAIR_LOSS:
+        space["min_count"] = SPARSE_MIN_COUNT
+    epochs = space.get("epochs")
+    if epochs == DEFAULT_SEARCH_SPACE["epochs"]:
+        assert isinstance(epochs, Distribution) and epochs.high is not None
+        plays = max(int(dataset.counts.get("train_plays", 0)), 1)
+        high = max(MIN_EPOCHS_HIGH, min(int(epochs.high), MAX_TRAINED_PLAYS // plays))
+        if high < epochs.high:
+            space["epochs"] = epochs.model_copy(update={"high": float(high)})
+    return config if space == config.search_space else config.model_copy(update={"search_space": space})
 
 
 def initial_design(config: StudyConfig) -> list[tuple[str, dict[str, Any]]]:

@@ -448,3 +448,22 @@ def test_a_proposal_copying_an_earlier_trial_is_changed() -> None:
         study.optimize(lambda t: t.suggest_float("x", 0, 1) + t.suggest_int("n", 1, 3), n_trials=6)
         keys = {_param_key(t) for t in study.trials}
         assert (len(keys) == 6) is distinct
+
+
+@pytest.mark.parametrize(("plays", "high"), [(139_000, 120), (2_000_000, 120), (2_000_001, 119), (24_000_000, 10),
+                                             (66_000_000, 10)])
+def test_the_epochs_range_shrinks_on_large_data(prepared_synth: Path, monkeypatch: pytest.MonkeyPatch, plays: int,
+                                                high: int) -> None:
+    import hpo.search
+
+    dataset = PreparedDataset.load(prepared_synth)
+    monkeypatch.setitem(dataset.manifest["counts"], "train_plays", plays)
+    monkeypatch.setattr(hpo.search, "answerable_pair_share", lambda dataset: 1.0)
+    config = parse_config({"name": "x", "dataset": str(prepared_synth)}, "t")
+    resolved = resolve_search_space(config, dataset).search_space["epochs"]
+    assert resolved.high == high and resolved.low == 5 and resolved.log
+    assert resolved.contains(GENSIM_DEFAULTS["epochs"])
+    # A range the user set is the user's.
+    mine = parse_config({"name": "x", "dataset": ".", "search_space": {"epochs": {"type": "int", "low": 5, "high": 200}}},
+                        "t")
+    assert resolve_search_space(mine, dataset).search_space["epochs"].high == 200
