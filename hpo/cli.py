@@ -105,6 +105,16 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("--force", action="store_true", help="replace --out if it exists")
     prepare.set_defaults(handler=_cmd_prepare)
 
+    verify = data_commands.add_parser(
+        "verify",
+        help="check a prepared dataset against its manifest",
+        description="Check every file of a prepared dataset: the SHA-256 recorded in manifest.json, sizes and "
+        "shapes, song ids in range, offsets, and every count of the manifest against the files. Prints a JSON "
+        "summary; any inconsistency is one error line naming the file (exit code 2).",
+    )
+    verify.add_argument("dataset", type=Path, help="prepared dataset directory")
+    verify.set_defaults(handler=_cmd_verify)
+
     from hpo.cli_concepts import add_concepts_command
     from hpo.cli_dashboard import add_dashboard_commands
     from hpo.cli_eval import add_eval_command
@@ -241,10 +251,20 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from hpo.dataset import PreparedDataset
+
+    summary = PreparedDataset.load(args.dataset, verify=False).verify()
+    _print_json({**summary, "verified": True})
+    return 0
+
+
 def _cmd_study_init(args: argparse.Namespace) -> int:
     from hpo._atomic import atomic_write_text
     from hpo.config import EXAMPLE_CONFIG
 
+    if args.out.is_dir():
+        raise InputError(f"--out {args.out}: is a directory; give a file name such as {args.out / 'study.toml'}")
     if args.out.exists() and not args.force:
         raise InputError(f"{args.out}: already exists; choose another --out or pass --force")
     atomic_write_text(args.out, EXAMPLE_CONFIG)

@@ -127,13 +127,12 @@ def load_concept_sets(
         song = np.flatnonzero(labelled)
         owner = codes[labelled]
     else:
-        path = dataset.path / "concepts.parquet"
-        if not path.is_file():
+        table = dataset.concepts
+        if table is None:
             raise InputError(
                 f"{dataset.path}: no concepts.parquet (the input had no tags or categories); "
                 "use --concepts playlists, genres or artists"
             )
-        table = pd.read_parquet(path)
         codes, uniques = pd.factorize(table["concept"].astype(str), sort=True)
         names = [str(u) for u in uniques]
         owner = codes.astype(np.int64)
@@ -158,7 +157,7 @@ def load_concept_sets(
 
 
 def _playlist_pairs(dataset: PreparedDataset) -> tuple[list[str], np.ndarray, np.ndarray]:
-    sequences = pd.read_parquet(dataset.path / "sequences.parquet", columns=["sequence_id", "split"])
+    sequences = dataset.sequences
     names = sequences.loc[sequences["split"] == "train", "sequence_id"].astype(str).tolist()
     offsets = dataset.train_offsets
     if len(names) != offsets.size - 1:
@@ -477,9 +476,8 @@ def _profiles(dataset: PreparedDataset, sets: ConceptSets) -> tuple[dict[str, tu
         names = songs.loc[codes >= 0, [f"{label}_code", label]].drop_duplicates(f"{label}_code")
         lookup = dict(zip(names[f"{label}_code"].tolist(), names[label].astype(str).tolist()))
         label_names[f"{label} overlap"] = [lookup.get(c, "?") for c in range(int(codes.max()) + 1)]
-    tags_path = dataset.path / "concepts.parquet"
-    if sets.kind != "tags" and tags_path.is_file():
-        table = pd.read_parquet(tags_path)
+    table = dataset.concepts
+    if sets.kind != "tags" and table is not None:
         codes, uniques = pd.factorize(table["concept"].astype(str), sort=True)
         if len(uniques):
             song_tags = sp.csr_matrix(
