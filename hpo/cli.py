@@ -221,6 +221,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
 
 def _cmd_prepare(args: argparse.Namespace) -> int:
+    from hpo._atomic import check_replaceable
     from hpo.prepare import PrepareParams, prepare_dataset
     from hpo.readers import read_input
 
@@ -236,6 +237,7 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
     params.validate()
     if args.out.exists() and not args.force:
         raise InputError(f"{args.out}: output directory already exists; choose another --out or pass --force to replace it")
+    check_replaceable(args.out, [args.input])  # before reading: --force never deletes the input
     _log.info("reading %s", args.input)
     raw = read_input(args.input, args.format, drop_short=args.drop_short, allow_missing_metadata=args.allow_missing_metadata)
     manifest = prepare_dataset(raw, args.out, params, overwrite=args.force)
@@ -374,6 +376,7 @@ def _cmd_study_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    from hpo._atomic import check_replaceable
     from hpo.config import parse_config
     from hpo.prepare import PrepareParams
     from hpo.study import load_study
@@ -382,6 +385,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     out: Path = args.out.resolve()
     if out.exists() and not args.force:
         raise InputError(f"{out}: already exists; pass --force to start over or choose another --out")
+    check_replaceable(args.out)  # --force never deletes the current directory, home or a root
     synth = SynthParams(sequences=args.sequences, tracks=args.tracks, seed=args.seed)
     synth.validate()
     prepare = PrepareParams(seed=args.seed)

@@ -23,7 +23,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -590,8 +590,13 @@ def concepts_csv(result: HierarchyResult) -> str:
     return out.getvalue()
 
 
-def write_outputs(result: HierarchyResult, out: Path, *, overwrite: bool = False, title: str = "") -> dict[str, Path]:
-    """Write ``tree.json``, ``concepts.csv`` and ``graph.html`` into ``out`` atomically."""
+def write_outputs(
+    result: HierarchyResult, out: Path, *, overwrite: bool = False, title: str = "", inputs: Sequence[str | Path] = ()
+) -> dict[str, Path]:
+    """Write ``tree.json``, ``concepts.csv`` and ``graph.html`` into ``out`` atomically.
+
+    ``inputs`` (the prepared dataset, the embedding file, the study's SQLite file) are never replaced.
+    """
     from dashboards.concept_graph import concept_graph_html
 
     kept_idx = result.kept_index
@@ -605,7 +610,7 @@ def write_outputs(result: HierarchyResult, out: Path, *, overwrite: bool = False
         title=title or f"{result.settings.kind} concept hierarchy",
         subtitle=_subtitle(result),
     )
-    with atomic_directory(Path(out), overwrite=overwrite) as tmp:
+    with atomic_directory(Path(out), overwrite=overwrite, inputs=inputs) as tmp:
         (tmp / "tree.json").write_text(json.dumps(document, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
         (tmp / "concepts.csv").write_text(concepts_csv(result), encoding="utf-8")
         (tmp / "graph.html").write_text(html, encoding="utf-8")

@@ -177,7 +177,7 @@ def prepare_dataset(
         "hard_negative_pairs": int(hard.n_pairs),
         "songs_with_hard_negative": int(len(hard.songs())),
     }
-    with atomic_directory(out, overwrite=overwrite) as tmp:
+    with atomic_directory(out, overwrite=overwrite, inputs=[raw.source, *raw.input_files]) as tmp:
         np.save(tmp / "train_tokens.npy", train_tokens.astype(np.int32))
         np.save(tmp / "train_offsets.npy", train_offsets)
         for split in SPLITS:

@@ -32,6 +32,7 @@ __all__ = [
     "ensure_schema",
     "head_revision",
     "schema_revision",
+    "sqlite_file",
     "upgrade_schema",
     "write_transaction",
 ]
@@ -49,6 +50,17 @@ def safe_url(url: str) -> str:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:  # noqa: BLE001 - an unparsable URL must not be echoed
         return "<storage URL>"
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The database file of a SQLite ``url`` (``None``: another backend, in-memory, or unparsable)."""
+    try:
+        parsed = make_url(url)
+    except Exception:  # noqa: BLE001 - callers report unparsable URLs when they open them
+        return None
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database)
 
 
 def create_results_engine(url: str) -> Engine:

@@ -27,9 +27,10 @@ def shared_dataset(*parts: str) -> Path:
     return path
 
 
-def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    """Run the real ``songhpo`` console script in a subprocess."""
-    env = {**os.environ, "SONGHPO_PROGRESS": "0"}
+def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the real ``songhpo`` console script in a subprocess (``env`` adds to the environment)."""
+    env = {**os.environ, "SONGHPO_PROGRESS": "0", **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "hpo", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout
     )
