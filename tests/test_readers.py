@@ -8,7 +8,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from hpo.readers import primary_genres_from_tags, read_generic, read_input, read_yes
+from hpo.errors import InputError
+from hpo.readers import primary_genres_from_tags, read_generic, read_input, read_plays, read_yes
 from tests.conftest import shared_dataset
 
 PLAYS = pd.DataFrame(
@@ -103,3 +104,16 @@ def test_aotm2011_has_no_artists_and_keeps_categories() -> None:
     assert raw.plays["sequence_id"].nunique() == 84_675
     assert raw.tracks["artist"].isna().all()
     assert raw.concepts is not None and raw.concepts["concept"].nunique() == 24
+
+
+def test_positions_are_exact_integers_up_to_2_pow_53(tmp_path: Path) -> None:
+    """Positions go through float parsing: below 2^53 every integer is exact, at 2^53 it stops being so."""
+    limit = 2**53
+    plays = tmp_path / "plays.csv"
+    plays.write_text(f"sequence_id,position,track_id\ns,{limit - 1},a\ns,{-(limit - 1)},b\ns,1e3,c\n")
+    frame, _ = read_plays(plays)
+    assert frame["position"].tolist() == [-(limit - 1), 1000, limit - 1] and frame["track_id"].tolist() == ["b", "c", "a"]
+    for bad in (str(limit), str(-limit), "inf", "1e400", "nan", "2.5"):
+        plays.write_text(f"sequence_id,position,track_id\ns,0,a\ns,{bad},b\n")
+        with pytest.raises(InputError, match=rf"line 3: position '{bad}' is not an integer below 2\^53"):
+            read_plays(plays)
