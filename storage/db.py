@@ -40,6 +40,9 @@ __all__ = [
 _MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 #: Key of the PostgreSQL advisory lock serialising schema upgrades (any constant bigint).
 _PG_LOCK_KEY = 0x736F6E67687030  # "songhp0"
+#: Name of the MySQL/MariaDB lock serialising schema upgrades, and how long to wait for it.
+_MYSQL_LOCK_NAME = "songhpo_schema"
+_LOCK_SECONDS = 120
 _engines: dict[str, Engine] = {}
 _engines_lock = threading.Lock()
 
@@ -189,13 +192,19 @@ def _lock_schema(connection: Connection) -> None:
         # Released at the end of the transaction, which also holds the (transactional) DDL.
         connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
     elif dialect in ("mysql", "mariadb"):
-        connection.execute(text("SELECT GET_LOCK('songhpo_schema', 120)"))
+        # A session lock (DDL commits implicitly in MySQL, so no transaction can hold it). GET_LOCK
+        # returns 1 when taken, 0 on timeout and NULL on error: only 1 may go on.
+        taken = connection.execute(text("SELECT GET_LOCK(:name, :seconds)"),
+                                   {"name": _MYSQL_LOCK_NAME, "seconds": _LOCK_SECONDS}).scalar()
+        if taken != 1:
+            raise InputError(f"storage: could not take the schema lock {_MYSQL_LOCK_NAME!r} within {_LOCK_SECONDS} s "
+                             "(another songhpo process is upgrading the tables, or is stuck); try again")
     # SQLite: write_transaction began with BEGIN IMMEDIATE, which already excludes other writers.
 
 
 def _unlock_schema(connection: Connection) -> None:
     if connection.dialect.name in ("mysql", "mariadb"):
-        connection.execute(text("SELECT RELEASE_LOCK('songhpo_schema')"))
+        connection.execute(text("SELECT RELEASE_LOCK(:name)"), {"name": _MYSQL_LOCK_NAME})
 
 
 def engine_for(url: str) -> Engine:
