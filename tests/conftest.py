@@ -38,6 +38,18 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600,
     )
 
 
+def assert_one_line_error(result: subprocess.CompletedProcess[str], *fragments: str) -> str:
+    """``result`` is a user mistake as the CLI must report it: exit 2, nothing on stdout, one stderr line
+    ``songhpo: error: ...`` holding every fragment, no traceback. Returns the line."""
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr and result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("songhpo: error: "), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+    return lines[0]
+
+
 SMALL_SYNTH = SynthParams(sequences=3_000, tracks=800, genres=6, artists_per_genre=10, hits=25, seed=7)
 
 

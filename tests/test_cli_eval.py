@@ -14,7 +14,7 @@ from gensim.models import KeyedVectors, Word2Vec
 from hpo.dataset import PreparedDataset
 from hpo.embeddings_io import write_embeddings
 from metrics.evaluate import METRIC_KEYS, EvaluationData, EvaluationSettings, evaluate
-from tests.conftest import run_cli
+from tests.conftest import assert_one_line_error, run_cli
 
 UNKNOWN_KEYS = ["not-a-song-1", "not-a-song-2", "not-a-song-3"]
 N_DROPPED = 7
@@ -183,10 +183,4 @@ def test_bad_input_is_one_line_exit_2(trained: Trained, tmp_path: Path, case: st
     build, fragments = BAD[case]
     args = build(trained, tmp_path)
     prepared = [] if "--prepared" in args else ["--prepared", str(trained.prepared)]
-    result = run_cli("-q", "eval", *prepared, *args)
-    assert result.returncode == 2, result.stderr
-    assert "Traceback" not in result.stderr and result.stdout == ""
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("songhpo: error: "), result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
+    assert_one_line_error(run_cli("-q", "eval", *prepared, *args), *fragments)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import assert_one_line_error, run_cli
 
 
 def _tree(root: Path) -> dict[str, bytes | None]:
@@ -30,13 +30,7 @@ def work(synth_dir: Path, tmp_path: Path) -> Path:
 
 def _refused(tmp_path: Path, args: list[str], cwd: Path, *fragments: str, env: dict[str, str] | None = None) -> None:
     before = _tree(tmp_path)
-    result = run_cli("-q", *args, cwd=cwd, env=env)
-    assert result.returncode == 2, result.stderr
-    assert "Traceback" not in result.stderr and result.stdout == ""
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("songhpo: error: --out "), result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
+    assert_one_line_error(run_cli("-q", *args, cwd=cwd, env=env), "songhpo: error: --out ", *fragments)
     assert _tree(tmp_path) == before  # nothing deleted, nothing left behind
 
 

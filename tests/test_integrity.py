@@ -18,7 +18,7 @@ import pytest
 import hpo.dataset
 from hpo.dataset import PreparedDataset
 from hpo.errors import InputError
-from tests.conftest import run_cli, tiny_study_config, write_toml
+from tests.conftest import assert_one_line_error, run_cli, tiny_study_config, write_toml
 
 FIX = "prepare it again from its input with the same options: songhpo data prepare"
 
@@ -92,16 +92,6 @@ def _listing(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-def _one_line_error(result: object, *fragments: str) -> str:
-    assert result.returncode == 2, result.stderr  # type: ignore[attr-defined]
-    assert "Traceback" not in result.stderr and result.stdout == ""  # type: ignore[attr-defined]
-    lines = result.stderr.strip().splitlines()  # type: ignore[attr-defined]
-    assert len(lines) == 1 and lines[0].startswith("songhpo: error: "), lines
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
-    return lines[0]
-
-
 @pytest.fixture(scope="module")
 def vectors(prepared_synth: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A valid embedding file for the prepared_synth songs."""
@@ -120,7 +110,7 @@ def test_tampered_dataset_is_one_line_through_eval(prepared_synth: Path, vectors
     tamper(copy)
     before = _listing(tmp_path)
     result = run_cli("-q", "eval", "--prepared", str(copy), "--embeddings", str(vectors), "--k", "10")
-    _one_line_error(result, f"{copy / name}:", fragment, FIX, f"--out {copy} --force")
+    assert_one_line_error(result, f"{copy / name}:", fragment, FIX, f"--out {copy} --force")
     assert _listing(tmp_path) == before  # nothing written, nothing repaired behind the user's back
 
 
@@ -129,7 +119,7 @@ def test_tampered_dataset_is_one_line_through_study_create_and_run(prepared_synt
     _truncate("validation_pairs_in.npy", 0.9)(copy)
     config = write_toml(tmp_path / "study.toml", tiny_study_config(copy, f"sqlite:///{tmp_path / 's.db'}"))
     for command in (["study", "create", str(config)], ["study", "run", str(config)]):
-        _one_line_error(run_cli("-q", *command), f"{copy / 'validation_pairs_in.npy'}: is truncated", FIX)
+        assert_one_line_error(run_cli("-q", *command), f"{copy / 'validation_pairs_in.npy'}: is truncated", FIX)
     assert not (tmp_path / "s.db").exists()  # refused before the storage was touched
 
 
@@ -145,7 +135,7 @@ def test_a_pickle_in_place_of_an_array_is_never_unpickled(prepared_synth: Path, 
     objects[:] = [Exploit(), Exploit()]
     np.save(copy / "train_offsets.npy", objects, allow_pickle=True)
     assert b"unpickled" in (copy / "train_offsets.npy").read_bytes()  # the payload is really in there
-    _one_line_error(run_cli("-q", "eval", "--prepared", str(copy), "--embeddings", str(vectors)),
+    assert_one_line_error(run_cli("-q", "eval", "--prepared", str(copy), "--embeddings", str(vectors)),
                     "train_offsets.npy: holds Python objects", "pickles are not loaded for safety")
     shutil.copy(prepared_synth / "train_offsets.npy", copy / "train_offsets.npy")
     (copy / "test_pairs_in.npy").write_bytes(pickle.dumps(Exploit()))  # a bare pickle
@@ -247,7 +237,7 @@ def test_data_verify_prints_a_summary_and_a_reprepared_dataset_passes(synth_dir:
     summary = json.loads(good.stdout)
     assert summary["verified"] is True and summary["files"] == 13 and summary["songs"] > 100
     _truncate("songs.parquet", 0.5)(out)
-    line = _one_line_error(run_cli("-q", "data", "verify", str(out)), "songs.parquet")
+    line = assert_one_line_error(run_cli("-q", "data", "verify", str(out)), "songs.parquet")
     # The message's own fix works: the same command with --force rebuilds a dataset that verifies.
     command = line.split("prepare it again from its input with the same options: ")[1].split()
     assert command[:3] == ["songhpo", "data", "prepare"] and command[3] == str(synth_dir.resolve())
