@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from hpo._npy import NpyError, read_npy, read_npy_header
+from hpo._npy import NpyError, NpyHeader, read_npy, read_npy_header
 from hpo.errors import InputError
 
 FORMAT_NAME = "songhpo-prepared"
@@ -68,7 +68,8 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 def content_fingerprint(files: Mapping[str, str], parameters: Mapping[str, Any]) -> str:
     """The dataset fingerprint: SHA-256 of the file hashes and the preparation parameters."""
-    return hashlib.sha256(json.dumps({"files": dict(files), "parameters": dict(parameters)}, sort_keys=True).encode()).hexdigest()
+    payload = json.dumps({"files": dict(files), "parameters": dict(parameters)}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()
 
 
 def file_sha256(path: Path) -> str:
@@ -80,25 +81,24 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _array_specs(counts: Mapping[str, Any]) -> dict[str, tuple[tuple[int | None, ...], int]]:
-    """``{name: (shape with None for a free axis, lowest allowed id)}`` of every ``.npy`` file.
+def _array_specs(counts: Mapping[str, Any]) -> dict[str, tuple[tuple[int | None, ...], int | None]]:
+    """``{name: (shape, lowest song id)}`` of every ``.npy`` file, from the manifest's ``counts``.
 
-    The lowest id is 0 for song ids, -1 for held-out tokens (-1 = outside the vocabulary), and
-    :data:`_OFFSETS` for offset arrays (checked as offsets instead).
+    ``None`` in a shape is an axis the counts do not fix. The lowest id is 0 for song ids, -1 for held-out
+    tokens (-1 = outside the vocabulary), and ``None`` for offset arrays (checked against their tokens).
     """
-    specs: dict[str, tuple[tuple[int | None, ...], int]] = {
+    specs: dict[str, tuple[tuple[int | None, ...], int | None]] = {
         "train_tokens": ((counts["train_plays"],), 0),
-        "train_offsets": ((counts["train_sequences"] + 1,), _OFFSETS),
+        "train_offsets": ((counts["train_sequences"] + 1,), None),
     }
     for split in SPLITS:
         for side in ("in", "out"):
             specs[f"{split}_pairs_{side}"] = ((counts["pairs"][split][side], 2), 0)
         specs[f"{split}_sequences_tokens"] = ((None,), -1)
-        specs[f"{split}_sequences_offsets"] = ((counts[f"{split}_sequences"] + 1,), _OFFSETS)
+        specs[f"{split}_sequences_offsets"] = ((counts[f"{split}_sequences"] + 1,), None)
     return specs
 
 
-_OFFSETS = -2  # marker in _array_specs: an offsets array, not ids
 #: The tokens array each offsets array indexes.
 _TOKENS_OF = {"train_offsets": "train_tokens", **{f"{s}_sequences_offsets": f"{s}_sequences_tokens" for s in SPLITS}}
 
@@ -375,7 +375,7 @@ class PreparedDataset:
             if digest != expected:
                 raise self._damaged(name, "content differs from the SHA-256 in the manifest (the file was modified)")
 
-    def _npy_header(self, name: str) -> Any:
+    def _npy_header(self, name: str) -> NpyHeader:
         try:
             return read_npy_header(self.path / f"{name}.npy")
         except NpyError as exc:
@@ -405,10 +405,14 @@ class PreparedDataset:
                                 f"{self.counts[count_key]}")
         return frame
 
+    @cached_property
+    def _loaded(self) -> dict[str, np.ndarray]:
+        """Arrays already read and checked, by name."""
+        return {}
+
     def _array(self, name: str) -> np.ndarray:
-        cache = self.__dict__.setdefault("_arrays", {})
-        if name in cache:
-            return cache[name]
+        if name in self._loaded:
+            return self._loaded[name]
         low = _array_specs(self.counts)[name][1]
         try:
             array = read_npy(self.path / f"{name}.npy")
@@ -417,14 +421,14 @@ class PreparedDataset:
         except OSError as exc:
             raise self._damaged(f"{name}.npy", f"cannot be read ({exc.strerror or exc})") from None
         self._check_layout(name, array.dtype, array.shape)
-        if low == _OFFSETS:
+        if low is None:
             n_tokens = self._npy_header(_TOKENS_OF[name]).shape[0]
             if array[0] != 0 or array[-1] != n_tokens or (np.diff(array) < 0).any():
                 raise self._damaged(f"{name}.npy", f"offsets must increase from 0 to the {n_tokens} tokens of "
                                     f"{_TOKENS_OF[name]}.npy")
         else:
             self._check_ids(f"{name}.npy", array, low)
-        cache[name] = array
+        self._loaded[name] = array
         return array
 
     def _check_layout(self, name: str, dtype: np.dtype, shape: tuple[int, ...]) -> None:
