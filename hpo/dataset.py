@@ -392,8 +392,12 @@ class PreparedDataset:
             raise self._damaged(f"{table}.parquet", f"not a readable Parquet file ({_first_line(exc)})") from None
 
     def _table(self, table: str) -> pd.DataFrame:
+        import pyarrow.parquet as pq
+
         try:
-            frame = pd.read_parquet(self.path / f"{table}.parquet")
+            arrow = pq.read_table(self.path / f"{table}.parquet")
+            arrow.validate(full=True)  # a damaged page can hold non-UTF-8 strings that fail only later
+            frame = arrow.to_pandas()
         except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for corrupt pages
             raise self._damaged(f"{table}.parquet", f"not a readable Parquet file ({_first_line(exc)})") from None
         columns, count_key = _TABLES[table]

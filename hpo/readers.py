@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from hpo.errors import InputError
 
@@ -142,7 +144,11 @@ def read_table(path: str | Path, required: tuple[str, ...], optional: tuple[str,
     name = path.name.lower()
     try:
         if name.endswith(".parquet"):
-            frame = pd.read_parquet(path).astype("string")
+            table = pq.read_table(path)
+            # A damaged page can decode into strings that are not UTF-8; pyarrow only trips over them in
+            # a later operation (sorting, strip), so validate every value while the error names the file.
+            table.validate(full=True)
+            frame = table.to_pandas().astype("string")
             first_row = 1
         else:
             sep = "\t" if name.endswith((".tsv", ".tsv.gz", ".txt")) else ","
@@ -158,9 +164,9 @@ def read_table(path: str | Path, required: tuple[str, ...], optional: tuple[str,
         raise InputError(f"{path}: file is empty; expected a header row with {', '.join(required)}") from exc
     except pd.errors.ParserError as exc:
         raise InputError(f"{path}: malformed table ({str(exc).strip().splitlines()[-1]})") from exc
-    except (OSError, EOFError, zlib.error, ValueError, ImportError) as exc:
-        # pyarrow raises ArrowInvalid (a ValueError) for a corrupt Parquet file; gzip raises OSError for
-        # a bad header, EOFError for a truncated stream and zlib.error for corrupt compressed data.
+    except (OSError, EOFError, zlib.error, ValueError, ImportError, pa.ArrowException) as exc:
+        # pyarrow raises ArrowInvalid (a ValueError) or another ArrowException for a corrupt Parquet file;
+        # gzip raises OSError for a bad header, EOFError for a truncated stream and zlib.error for corrupt data.
         raise InputError(f"{path}: cannot read the table ({_first_line(exc)})") from exc
     frame.columns = [str(c).strip() for c in frame.columns]
     for column in required:

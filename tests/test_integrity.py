@@ -162,6 +162,16 @@ def _hard_negative_out_of_range(path: Path) -> None:
     frame.to_parquet(path / "hard_negatives.parquet", index=False)
 
 
+def _invalid_utf8_track_id(path: Path) -> None:
+    songs = pd.read_parquet(path / "songs.parquet")
+    marker = "Z" * 12
+    songs.loc[0, "track_id"] = marker
+    songs.to_parquet(path / "songs.parquet", index=False, compression=None)
+    data = bytearray((path / "songs.parquet").read_bytes())
+    data[data.find(marker.encode()) + 3] = 0xFF  # a damaged page: bytes that are not UTF-8
+    (path / "songs.parquet").write_bytes(bytes(data))
+
+
 def _unknown_artist_code(path: Path) -> None:
     songs = pd.read_parquet(path / "songs.parquet")
     songs.loc[0, "artist_code"] = -4
@@ -180,6 +190,7 @@ BAD_VALUES = {
                                lambda d: d.train_offsets, "offsets must increase"),
     "hard negative out of range": (_hard_negative_out_of_range, lambda d: d.hard_negative_pairs, "song ids span"),
     "artist code below -1": (_unknown_artist_code, lambda d: d.artist_codes, "'artist_code' holds -4"),
+    "non-UTF-8 string in a Parquet page": (_invalid_utf8_track_id, lambda d: d.songs, "Invalid UTF8"),
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import io
 from pathlib import Path
 
 import pandas as pd
@@ -117,3 +118,17 @@ def test_positions_are_exact_integers_up_to_2_pow_53(tmp_path: Path) -> None:
         plays.write_text(f"sequence_id,position,track_id\ns,0,a\ns,{bad},b\n")
         with pytest.raises(InputError, match=rf"line 3: position '{bad}' is not an integer below 2\^53"):
             read_plays(plays)
+
+
+def test_a_parquet_page_with_invalid_utf8_is_one_input_error(tmp_path: Path) -> None:
+    """A damaged page can decode into non-UTF-8 strings that pyarrow accepts at read time and only trips over
+    while sorting ("Wrapping ... failed"): the reader validates every value and names the file."""
+    buffer = io.BytesIO()
+    PLAYS.assign(sequence_id=["bAAAA", "bAAAA", "aAAAA", "aAAAA", "aAAAA"]).to_parquet(buffer, index=False,
+                                                                                        compression=None)
+    data = bytearray(buffer.getvalue())
+    data[data.find(b"bAAAA") + 1] = 0xFF
+    (tmp_path / "plays.parquet").write_bytes(bytes(data))
+    _write(TRACKS, tmp_path / "tracks.csv")
+    with pytest.raises(InputError, match=r"plays\.parquet: cannot read the table \(.*Invalid UTF8"):
+        read_input(tmp_path)
