@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from hpo.errors import first_line
+
 _NPZ_MAGIC = b"PK\x03\x04"
 _PICKLE_PROTOCOL_2_PLUS = 0x80
 
@@ -76,7 +78,7 @@ def read_npy_header(path: str | Path) -> NpyHeader:
         except NpyError:
             raise
         except Exception as exc:  # noqa: BLE001 - numpy's header parser raises ValueError, SyntaxError, TokenError...
-            raise NpyError(f"has an unreadable .npy header ({type(exc).__name__}: {_first_line(exc)})") from None
+            raise NpyError(f"has an unreadable .npy header ({type(exc).__name__}: {first_line(exc)})") from None
         data_offset = handle.tell()
     if dtype.hasobject:
         raise NpyError(f"holds Python objects (dtype {dtype}), which would need pickle; pickles are not loaded for safety")
@@ -106,9 +108,5 @@ def read_npy(path: str | Path) -> np.ndarray:
     try:
         return np.load(path, allow_pickle=False)
     except (ValueError, EOFError) as exc:  # the file changed between the two reads
-        raise NpyError(f"cannot be read ({_first_line(exc)})") from None
+        raise NpyError(f"cannot be read ({first_line(exc)})") from None
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:200]

@@ -58,8 +58,8 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from dashboards.report import PngExportUnavailable, build_report, latest_snapshot
     from hpo._atomic import check_replaceable
-    from storage.db import sqlite_file
     from hpo.study import load_study
+    from storage.db import sqlite_file
 
     out: Path = args.out
     if out.is_dir():

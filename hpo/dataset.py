@@ -45,7 +45,7 @@ import numpy as np
 import pandas as pd
 
 from hpo._npy import NpyError, NpyHeader, read_npy, read_npy_header
-from hpo.errors import InputError
+from hpo.errors import InputError, first_line
 
 FORMAT_NAME = "songhpo-prepared"
 FORMAT_VERSION = 1
@@ -389,7 +389,7 @@ class PreparedDataset:
         try:
             return pq.read_metadata(self.path / f"{table}.parquet")
         except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a corrupt footer
-            raise self._damaged(f"{table}.parquet", f"not a readable Parquet file ({_first_line(exc)})") from None
+            raise self._damaged(f"{table}.parquet", f"not a readable Parquet file ({first_line(exc)})") from None
 
     def _table(self, table: str) -> pd.DataFrame:
         import pyarrow.parquet as pq
@@ -399,7 +399,7 @@ class PreparedDataset:
             arrow.validate(full=True)  # a damaged page can hold non-UTF-8 strings that fail only later
             frame = arrow.to_pandas()
         except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for corrupt pages
-            raise self._damaged(f"{table}.parquet", f"not a readable Parquet file ({_first_line(exc)})") from None
+            raise self._damaged(f"{table}.parquet", f"not a readable Parquet file ({first_line(exc)})") from None
         columns, count_key = _TABLES[table]
         absent = [c for c in columns if c not in frame.columns]
         if absent:
@@ -460,10 +460,6 @@ def _fix(path: Path, source: Any) -> str:
 def _is_count(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:200]
 
 
 def _check_split(split: str) -> None:

@@ -29,7 +29,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from hpo.errors import InputError
+from hpo.errors import InputError, first_line
 
 PLAYS_COLUMNS = ("sequence_id", "position", "track_id")
 PLAYS_OPTIONAL = ("user_id", "timestamp")
@@ -167,7 +167,7 @@ def read_table(path: str | Path, required: tuple[str, ...], optional: tuple[str,
     except (OSError, EOFError, zlib.error, ValueError, ImportError, pa.ArrowException) as exc:
         # pyarrow raises ArrowInvalid (a ValueError) or another ArrowException for a corrupt Parquet file;
         # gzip raises OSError for a bad header, EOFError for a truncated stream and zlib.error for corrupt data.
-        raise InputError(f"{path}: cannot read the table ({_first_line(exc)})") from exc
+        raise InputError(f"{path}: cannot read the table ({first_line(exc)})") from exc
     frame.columns = [str(c).strip() for c in frame.columns]
     for column in required:
         if column not in frame.columns:
@@ -182,10 +182,6 @@ def read_table(path: str | Path, required: tuple[str, ...], optional: tuple[str,
     frame["_row"] = np.arange(first_row, first_row + len(frame), dtype=np.int64)
     return frame
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:200]
 
 
 def _row_label(path: Path) -> str:

@@ -23,7 +23,7 @@ from alembic.util import CommandError
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Connection, Engine, make_url
 
-from hpo.errors import InputError
+from hpo.errors import InputError, first_line
 from storage.models import VERSION_TABLE
 
 __all__ = [
@@ -83,7 +83,7 @@ def create_results_engine(url: str) -> Engine:
         else:
             engine = create_engine(url, pool_size=2, max_overflow=2, pool_pre_ping=True, pool_recycle=1800)
     except Exception as exc:
-        raise InputError(f"storage {safe_url(url)}: cannot open ({type(exc).__name__}: {_first_line(exc)})") from exc
+        raise InputError(f"storage {safe_url(url)}: cannot open ({type(exc).__name__}: {first_line(exc)})") from exc
     return engine
 
 
@@ -171,7 +171,7 @@ def _upgrade_locked(connection: Connection, target: str, head: str, where: str) 
     try:
         current = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE}).get_current_revision()
     except Exception as exc:
-        raise InputError(f"storage {where}: cannot read the songhpo schema version ({_first_line(exc)})") from exc
+        raise InputError(f"storage {where}: cannot read the songhpo schema version ({first_line(exc)})") from exc
     if current is not None and current not in _known_revisions():
         raise InputError(
             f"storage {where}: the songhpo tables are at schema revision {current!r}, newer than this songhpo "
@@ -182,7 +182,7 @@ def _upgrade_locked(connection: Connection, target: str, head: str, where: str) 
     try:
         command.upgrade(_alembic_config(connection), target)
     except CommandError as exc:
-        raise InputError(f"storage {where}: cannot upgrade the songhpo tables to {target!r} ({_first_line(exc)})") from exc
+        raise InputError(f"storage {where}: cannot upgrade the songhpo tables to {target!r} ({first_line(exc)})") from exc
     return target
 
 
@@ -225,7 +225,7 @@ def engine_for(url: str) -> Engine:
             raise
         except Exception as exc:
             engine.dispose()
-            raise InputError(f"storage {safe_url(url)}: cannot connect ({type(exc).__name__}: {_first_line(exc)})") from exc
+            raise InputError(f"storage {safe_url(url)}: cannot connect ({type(exc).__name__}: {first_line(exc)})") from exc
         _engines[url] = engine
         return engine
 
@@ -237,7 +237,3 @@ def dispose_engines() -> None:
             engine.dispose()
         _engines.clear()
 
-
-def _first_line(exc: BaseException) -> str:
-    text_ = str(exc).strip()
-    return (text_.splitlines()[0] if text_ else type(exc).__name__)[:200]
