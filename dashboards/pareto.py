@@ -15,6 +15,8 @@ import optuna
 import plotly.graph_objects as go
 from optuna.trial import FrozenTrial, TrialState
 
+from dashboards.selection import is_feasible
+
 PARETO_GRAPH_ID = "songhpo-feasible-pareto"
 FRONT = "feasible Pareto front"
 FEASIBLE = "feasible"
@@ -30,18 +32,14 @@ _STYLE = {
 _SYMBOL_3D = {"circle": "circle", "x": "x", "star": "diamond"}
 
 
-def _is_feasible(trial: FrozenTrial) -> bool:
-    return all(v <= 0.0 for v in trial.constraints.values())
-
-
 def _groups(study: optuna.Study, front: list[FrozenTrial]) -> dict[str, list[FrozenTrial]]:
     """Completed trials by how they are drawn; the baseline is also in its feasibility group."""
     trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     front_numbers = {t.number for t in front}
     return {
         FRONT: [t for t in trials if t.number in front_numbers],
-        FEASIBLE: [t for t in trials if t.number not in front_numbers and _is_feasible(t)],
-        INFEASIBLE: [t for t in trials if not _is_feasible(t)],
+        FEASIBLE: [t for t in trials if t.number not in front_numbers and is_feasible(t)],
+        INFEASIBLE: [t for t in trials if not is_feasible(t)],
         BASELINE: [t for t in trials if t.user_attrs.get("baseline")],
     }
 
@@ -51,7 +49,7 @@ def _hover(trial: FrozenTrial, names: list[str]) -> str:
     params = "<br>".join(f"{k}: {v:.4g}" if isinstance(v, float) else f"{k}: {v}" for k, v in trial.params.items())
     hardneg = trial.user_attrs.get("hardneg")
     extra = f"<br>hardneg: {hardneg:.4g}" if isinstance(hardneg, (int, float)) else ""
-    flags = (("baseline", trial.user_attrs.get("baseline")), ("infeasible", not _is_feasible(trial)))
+    flags = (("baseline", trial.user_attrs.get("baseline")), ("infeasible", not is_feasible(trial)))
     tags = [tag for tag, on in flags if on]
     head = f"trial {trial.number}" + (f" ({', '.join(tags)})" if tags else "")
     return f"{head}<br>{values}{extra}<br>{params}"

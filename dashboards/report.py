@@ -30,7 +30,7 @@ from optuna.trial import TrialState
 
 from dashboards import figures as fig
 from dashboards.pareto import pareto_3d_figure, pareto_figure
-from dashboards.selection import SelectedConfiguration, select_configurations
+from dashboards.selection import SelectedConfiguration, is_feasible, select_configurations
 from hpo._atomic import atomic_write_text
 from hpo.study import SAFEGUARD_ATTR, baseline_trial, feasible_pareto_front, infeasibility_warning, safeguard_rule
 
@@ -278,7 +278,7 @@ def _summary_html(report: Report) -> str:
     trials = study.get_trials(deepcopy=False)
     counts = {s.name.lower(): sum(t.state == s for t in trials) for s in TrialState}
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
-    infeasible = sum(not all(v <= 0.0 for v in t.constraints.values()) for t in complete)
+    infeasible = sum(not is_feasible(t) for t in complete)
     safeguard = study.user_attrs.get(SAFEGUARD_ATTR) or {}
     names = study.metric_names or []
     objectives = ", ".join(f"{n} ({'max' if d == StudyDirection.MAXIMIZE else 'min'})"

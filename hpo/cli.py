@@ -122,6 +122,16 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("--force", action="store_true", help="replace --out if it exists")
     prepare.set_defaults(handler=_cmd_prepare)
 
+    verify = data_commands.add_parser(
+        "verify",
+        help="check a prepared dataset against its manifest",
+        description="Check every file of a prepared dataset: the SHA-256 recorded in manifest.json, sizes and "
+        "shapes, song ids in range, offsets, and every count of the manifest against the files. Prints a JSON "
+        "summary; any inconsistency is one error line naming the file (exit code 2).",
+    )
+    verify.add_argument("dataset", type=Path, help="prepared dataset directory")
+    verify.set_defaults(handler=_cmd_verify)
+
     from hpo.cli_concepts import add_concepts_command
     from hpo.cli_dashboard import add_dashboard_commands
     from hpo.cli_eval import add_eval_command
@@ -228,6 +238,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
 
 def _cmd_prepare(args: argparse.Namespace) -> int:
+    from hpo._atomic import check_replaceable
     from hpo.prepare import PrepareParams, prepare_dataset
     from hpo.readers import read_input
 
@@ -243,6 +254,7 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
     params.validate()
     if args.out.exists() and not args.force:
         raise InputError(f"{args.out}: output directory already exists; choose another --out or pass --force to replace it")
+    check_replaceable(args.out, [args.input])  # before reading: --force never deletes the input
     _log.info("reading %s", args.input)
     raw = read_input(args.input, args.format, drop_short=args.drop_short, allow_missing_metadata=args.allow_missing_metadata)
     manifest = prepare_dataset(raw, args.out, params, overwrite=args.force)
@@ -258,10 +270,20 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from hpo.dataset import PreparedDataset
+
+    summary = PreparedDataset.load(args.dataset, verify=False).verify()
+    _print_json({**summary, "verified": True})
+    return 0
+
+
 def _cmd_study_init(args: argparse.Namespace) -> int:
     from hpo._atomic import atomic_write_text
     from hpo.config import EXAMPLE_CONFIG
 
+    if args.out.is_dir():
+        raise InputError(f"--out {args.out}: is a directory; give a file name such as {args.out / 'study.toml'}")
     if args.out.exists() and not args.force:
         raise InputError(f"{args.out}: already exists; choose another --out or pass --force")
     atomic_write_text(args.out, EXAMPLE_CONFIG)
@@ -374,6 +396,7 @@ def _cmd_study_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
+    from hpo._atomic import check_replaceable
     from hpo.config import parse_config
     from hpo.prepare import PrepareParams
     from hpo.study import load_study
@@ -382,6 +405,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     out: Path = args.out.resolve()
     if out.exists() and not args.force:
         raise InputError(f"{out}: already exists; pass --force to start over or choose another --out")
+    check_replaceable(args.out)  # --force never deletes the current directory, home or a root
     synth = SynthParams(sequences=args.sequences, tracks=args.tracks, seed=args.seed)
     synth.validate()
     prepare = PrepareParams(seed=args.seed)

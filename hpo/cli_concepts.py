@@ -88,7 +88,9 @@ def add_concepts_command(commands: Any) -> argparse.ArgumentParser:
 
 
 def _cmd_concepts(args: argparse.Namespace) -> int:
+    from hpo._atomic import check_replaceable
     from hpo.concepts import HierarchySettings
+    from storage.db import sqlite_file
 
     if args.concepts not in KINDS:
         raise InputError(f"--concepts {args.concepts!r}: expected one of {', '.join(KINDS)}")
@@ -112,6 +114,10 @@ def _cmd_concepts(args: argparse.Namespace) -> int:
     out = args.out or Path(_default_out(args))
     if out.exists() and not args.force:
         raise InputError(f"{out}: output directory already exists; choose another --out or pass --force to replace it")
+    inputs = [p for p in (args.prepared, args.embeddings, args.vocab) if p is not None]
+    if args.embeddings is None and sqlite_file(args.storage) is not None:
+        inputs.append(sqlite_file(args.storage))
+    check_replaceable(out, inputs)  # before the work: --force never deletes what the command reads
 
     start = time.perf_counter()
     dataset, embeddings, label = _load_inputs(args)
@@ -119,7 +125,8 @@ def _cmd_concepts(args: argparse.Namespace) -> int:
 
     result = build_hierarchy(dataset, embeddings, settings, on_progress=lambda step: _log.info("concepts: %s done", step))
     write_start = time.perf_counter()
-    paths = write_outputs(result, out, overwrite=args.force, title=f"{settings.kind} concept hierarchy of {label}")
+    paths = write_outputs(result, out, overwrite=args.force, title=f"{settings.kind} concept hierarchy of {label}",
+                          inputs=[*inputs, dataset.path])
     result.timings["write"] = time.perf_counter() - write_start
     result.timings["total"] = time.perf_counter() - start
     summary = result.summary()

@@ -57,11 +57,14 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from dashboards.report import PngExportUnavailable, build_report, latest_snapshot
+    from hpo._atomic import check_replaceable
     from hpo.study import load_study
+    from storage.db import sqlite_file
 
     out: Path = args.out
     if out.is_dir():
         raise InputError(f"--out {out}: is a directory; expected an HTML file path")
+    check_replaceable(out, [p for p in [sqlite_file(args.storage)] if p is not None])
     if args.png is not None and args.png.exists() and not args.png.is_dir():
         raise InputError(f"--png {args.png}: is a file; expected a directory")
     study, _ = load_study(args.name, args.storage)

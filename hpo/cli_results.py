@@ -152,6 +152,8 @@ def _print_snapshot(snapshot: dict[str, Any]) -> None:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
+    from hpo._atomic import check_replaceable
+    from storage.db import sqlite_file
     from storage.results import snapshot_frame
 
     fmt = args.format or args.out.suffix.lower().lstrip(".")
@@ -161,6 +163,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         raise InputError(f"--out {args.out}: is a directory; give a file name such as {args.out / ('front.' + fmt)}")
     if args.out.exists() and not args.force:
         raise InputError(f"{args.out}: already exists; choose another --out or pass --force to replace it")
+    check_replaceable(args.out, [p for p in [sqlite_file(args.storage)] if p is not None])
     snapshot = _latest(args.name, args.storage)
     if snapshot is None:
         from hpo.study import load_study

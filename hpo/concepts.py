@@ -23,7 +23,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -127,13 +127,12 @@ def load_concept_sets(
         song = np.flatnonzero(labelled)
         owner = codes[labelled]
     else:
-        path = dataset.path / "concepts.parquet"
-        if not path.is_file():
+        table = dataset.concepts
+        if table is None:
             raise InputError(
                 f"{dataset.path}: no concepts.parquet (the input had no tags or categories); "
                 "use --concepts playlists, genres or artists"
             )
-        table = pd.read_parquet(path)
         codes, uniques = pd.factorize(table["concept"].astype(str), sort=True)
         names = [str(u) for u in uniques]
         owner = codes.astype(np.int64)
@@ -158,7 +157,7 @@ def load_concept_sets(
 
 
 def _playlist_pairs(dataset: PreparedDataset) -> tuple[list[str], np.ndarray, np.ndarray]:
-    sequences = pd.read_parquet(dataset.path / "sequences.parquet", columns=["sequence_id", "split"])
+    sequences = dataset.sequences
     names = sequences.loc[sequences["split"] == "train", "sequence_id"].astype(str).tolist()
     offsets = dataset.train_offsets
     if len(names) != offsets.size - 1:
@@ -477,9 +476,8 @@ def _profiles(dataset: PreparedDataset, sets: ConceptSets) -> tuple[dict[str, tu
         names = songs.loc[codes >= 0, [f"{label}_code", label]].drop_duplicates(f"{label}_code")
         lookup = dict(zip(names[f"{label}_code"].tolist(), names[label].astype(str).tolist()))
         label_names[f"{label} overlap"] = [lookup.get(c, "?") for c in range(int(codes.max()) + 1)]
-    tags_path = dataset.path / "concepts.parquet"
-    if sets.kind != "tags" and tags_path.is_file():
-        table = pd.read_parquet(tags_path)
+    table = dataset.concepts
+    if sets.kind != "tags" and table is not None:
         codes, uniques = pd.factorize(table["concept"].astype(str), sort=True)
         if len(uniques):
             song_tags = sp.csr_matrix(
@@ -592,8 +590,13 @@ def concepts_csv(result: HierarchyResult) -> str:
     return out.getvalue()
 
 
-def write_outputs(result: HierarchyResult, out: Path, *, overwrite: bool = False, title: str = "") -> dict[str, Path]:
-    """Write ``tree.json``, ``concepts.csv`` and ``graph.html`` into ``out`` atomically."""
+def write_outputs(
+    result: HierarchyResult, out: Path, *, overwrite: bool = False, title: str = "", inputs: Sequence[str | Path] = ()
+) -> dict[str, Path]:
+    """Write ``tree.json``, ``concepts.csv`` and ``graph.html`` into ``out`` atomically.
+
+    ``inputs`` (the prepared dataset, the embedding file, the study's SQLite file) are never replaced.
+    """
     from dashboards.concept_graph import concept_graph_html
 
     kept_idx = result.kept_index
@@ -607,7 +610,7 @@ def write_outputs(result: HierarchyResult, out: Path, *, overwrite: bool = False
         title=title or f"{result.settings.kind} concept hierarchy",
         subtitle=_subtitle(result),
     )
-    with atomic_directory(Path(out), overwrite=overwrite) as tmp:
+    with atomic_directory(Path(out), overwrite=overwrite, inputs=inputs) as tmp:
         (tmp / "tree.json").write_text(json.dumps(document, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
         (tmp / "concepts.csv").write_text(concepts_csv(result), encoding="utf-8")
         (tmp / "graph.html").write_text(html, encoding="utf-8")

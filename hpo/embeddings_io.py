@@ -35,6 +35,7 @@ from typing import Any, BinaryIO
 import numpy as np
 import pandas as pd
 
+from hpo._npy import NpyError, read_npy
 from hpo.errors import InputError
 
 __all__ = [
@@ -333,18 +334,12 @@ def _check_finite(path: Path, values: np.ndarray, where: Any, first_row: int = 0
 def _read_npy(path: Path, vocab: Path | None) -> tuple[list[str], np.ndarray]:
     vocab_path = vocab if vocab is not None else _default_vocab(path)
     try:
-        matrix = np.load(path, allow_pickle=False)
-    except ValueError as exc:
-        if "allow_pickle" in str(exc) or "Object arrays" in str(exc):
-            raise InputError(
-                f"{path}: holds Python objects, which would need pickle; pickles are not loaded for safety; "
-                "expected a 2-D float matrix"
-            ) from None
-        raise InputError(f"{path}: not a valid .npy file ({exc})") from None
-    except (OSError, EOFError) as exc:
-        raise InputError(f"{path}: not a valid .npy file ({exc})") from None
-    if not isinstance(matrix, np.ndarray):
-        raise InputError(f"{path}: expected a single .npy matrix, not an archive")
+        # The header is checked against the file size before anything is allocated; never unpickles.
+        matrix = read_npy(path)
+    except NpyError as exc:
+        raise InputError(f"{path}: {exc}; expected a 2-D float matrix") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from None
     if matrix.ndim != 2:
         raise InputError(f"{path}: expected a 2-D matrix (songs x dimensions), got shape {matrix.shape}")
     if not np.issubdtype(matrix.dtype, np.floating):
@@ -406,6 +401,18 @@ def _read_all(path: Path) -> bytes:
         raise InputError(f"{path}: cannot read ({getattr(exc, 'strerror', None) or exc})") from None
 
 
+def _claimed_matrix(n: int, d: int, available: int, min_record_bytes: int) -> np.ndarray | None:
+    """The ``(n, d)`` float32 matrix a word2vec header claims, or ``None`` when the file cannot hold it.
+
+    The header is believed only as far as the file size allows: ``min_record_bytes`` is the smallest
+    possible size of one vector's record, so ``n * min_record_bytes > available`` means the file is too
+    short for the claim. Then nothing is allocated (a header claiming 10^12 rows is not a MemoryError)
+    and the parser, which reads records without storing them, is bound to fail at the first missing
+    or short record and to name it.
+    """
+    return np.empty((n, d), dtype=np.float32) if n * min_record_bytes <= available else None
+
+
 def _parse_header(path: Path, line: bytes) -> tuple[int, int]:
     expected = "expected a header line 'n_vectors dimension' (word2vec format)"
     try:
@@ -418,6 +425,8 @@ def _parse_header(path: Path, line: bytes) -> tuple[int, int]:
     n, d = int(parts[0]), int(parts[1])
     if d < 1:
         raise InputError(f"{path}: line 1: dimension {d}; expected at least 1")
+    if n < 1:
+        raise InputError(f"{path}: line 1: the header announces 0 vectors; expected at least one")
     return n, d
 
 
@@ -441,7 +450,8 @@ def _read_word2vec_text(path: Path) -> tuple[list[str], np.ndarray]:
     if len(body) != n:
         raise InputError(f"{path}: the header announces {n} vectors but the file has {len(body)} vector lines")
     keys: list[str] = []
-    vectors = np.empty((n, d), dtype=np.float32)
+    # A line holds a key, then d values each preceded by a space: at least 1 + 2d characters.
+    vectors = _claimed_matrix(n, d, sum(len(line) for line in body), 1 + 2 * d)
     for start in range(0, n, _TEXT_CHUNK):
         chunk: list[list[str]] = []
         for offset, line in enumerate(body[start : start + _TEXT_CHUNK]):
@@ -461,7 +471,9 @@ def _read_word2vec_text(path: Path) -> tuple[list[str], np.ndarray]:
         except ValueError:
             _raise_bad_number(path, chunk, start)
         _check_finite(path, values64, lambda row: f"line {row + 2} (key {keys[row]!r})", first_row=start)
-        vectors[start : start + len(chunk)] = values64
+        if vectors is not None:
+            vectors[start : start + len(chunk)] = values64
+    assert vectors is not None, "a file shorter than its header claims has a short line"
     _check_unique(
         keys,
         lambda key, first, second: InputError(
@@ -491,7 +503,8 @@ def _read_word2vec_binary(path: Path) -> tuple[list[str], np.ndarray]:
     n, d = _parse_header(path, data[:newline])
     record_bytes = 4 * d
     keys: list[str] = []
-    vectors = np.empty((n, d), dtype=np.float32)
+    # A record is a key of at least one byte, a space and d float32 values.
+    vectors = _claimed_matrix(n, d, len(data) - newline - 1, 2 + record_bytes)
     position = newline + 1
     for i in range(n):
         # The C tool writes a newline after each vector, gensim does not: skip one if present.
@@ -516,8 +529,10 @@ def _read_word2vec_binary(path: Path) -> tuple[list[str], np.ndarray]:
                 f"({record_bytes} bytes)"
             )
         keys.append(key)
-        vectors[i] = np.frombuffer(data, dtype="<f4", count=d, offset=space + 1)
+        if vectors is not None:
+            vectors[i] = np.frombuffer(data, dtype="<f4", count=d, offset=space + 1)
         position = space + 1 + record_bytes
+    assert vectors is not None, "a file shorter than its header claims has a missing or short record"
     rest = data[position:].strip()
     if rest:
         raise InputError(

@@ -7,7 +7,6 @@ same inputs with the same parameters twice gives byte-identical files and the sa
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -21,7 +20,7 @@ import pandas as pd
 from hpo import __version__
 from hpo._atomic import atomic_directory
 from hpo._progress import steps
-from hpo.dataset import FORMAT_NAME, FORMAT_VERSION, SPLITS
+from hpo.dataset import FORMAT_NAME, FORMAT_VERSION, SPLITS, content_fingerprint, file_sha256
 from hpo.errors import InputError
 from hpo.readers import RawDataset
 from metrics.hard_negatives import find_hard_negatives
@@ -178,7 +177,7 @@ def prepare_dataset(
         "hard_negative_pairs": int(hard.n_pairs),
         "songs_with_hard_negative": int(len(hard.songs())),
     }
-    with atomic_directory(out, overwrite=overwrite) as tmp:
+    with atomic_directory(out, overwrite=overwrite, inputs=[raw.source, *raw.input_files]) as tmp:
         np.save(tmp / "train_tokens.npy", train_tokens.astype(np.int32))
         np.save(tmp / "train_offsets.npy", train_offsets)
         for split in SPLITS:
@@ -203,11 +202,9 @@ def prepare_dataset(
         if raw.concepts is not None:
             concepts = _concept_table(raw.concepts, all_tracks, to_song)
             _write_parquet(concepts, tmp / "concepts.parquet")
-        files = {p.name: _sha256(p) for p in sorted(tmp.iterdir())}
+        files = {p.name: file_sha256(p) for p in sorted(tmp.iterdir())}
         parameters = asdict(params)
-        fingerprint = hashlib.sha256(
-            json.dumps({"files": files, "parameters": parameters}, sort_keys=True).encode()
-        ).hexdigest()
+        fingerprint = content_fingerprint(files, parameters)
         manifest = {
             "format": FORMAT_NAME,
             "format_version": FORMAT_VERSION,
@@ -216,7 +213,7 @@ def prepare_dataset(
             "source": {
                 "path": str(Path(raw.source).resolve()),
                 "format": raw.format,
-                "input_files": [{"name": p.name, "sha256": _sha256(p)} for p in raw.input_files],
+                "input_files": [{"name": p.name, "sha256": file_sha256(p)} for p in raw.input_files],
             },
             "parameters": parameters,
             "counts": counts,
@@ -277,11 +274,3 @@ def _concept_table(concepts: pd.DataFrame, all_tracks: pd.Index, to_song: np.nda
 def _write_parquet(frame: pd.DataFrame, path: Path) -> None:
     # Statistics and pandas metadata are deterministic; compression fixed so bytes do not depend on defaults.
     frame.to_parquet(path, index=False, compression="zstd")
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

@@ -20,13 +20,16 @@ import difflib
 import glob
 import json
 import re
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
-from hpo.errors import InputError
+from hpo.errors import InputError, first_line
 
 PLAYS_COLUMNS = ("sequence_id", "position", "track_id")
 PLAYS_OPTIONAL = ("user_id", "timestamp")
@@ -36,6 +39,8 @@ FORMATS = ("auto", "generic", "yes", "mpd")
 MPD_PATTERN = "mpd.slice.*.json"
 _GLOB_CHARS = re.compile(r"[*?\[]")
 _TABLE_SUFFIXES = (".csv", ".csv.gz", ".tsv", ".tsv.gz", ".parquet")
+_MAX_EXACT_POSITION = 2.0**53
+_INT64_MAX = np.iinfo(np.int64).max
 
 
 @dataclass
@@ -139,7 +144,11 @@ def read_table(path: str | Path, required: tuple[str, ...], optional: tuple[str,
     name = path.name.lower()
     try:
         if name.endswith(".parquet"):
-            frame = pd.read_parquet(path).astype("string")
+            table = pq.read_table(path)
+            # A damaged page can decode into strings that are not UTF-8; pyarrow only trips over them in
+            # a later operation (sorting, strip), so validate every value while the error names the file.
+            table.validate(full=True)
+            frame = table.to_pandas().astype("string")
             first_row = 1
         else:
             sep = "\t" if name.endswith((".tsv", ".tsv.gz", ".txt")) else ","
@@ -155,9 +164,10 @@ def read_table(path: str | Path, required: tuple[str, ...], optional: tuple[str,
         raise InputError(f"{path}: file is empty; expected a header row with {', '.join(required)}") from exc
     except pd.errors.ParserError as exc:
         raise InputError(f"{path}: malformed table ({str(exc).strip().splitlines()[-1]})") from exc
-    except (OSError, ValueError, ImportError) as exc:
-        # pyarrow raises ArrowInvalid (a ValueError) for a corrupt Parquet file, gzip an OSError.
-        raise InputError(f"{path}: cannot read the table ({exc})") from exc
+    except (OSError, EOFError, zlib.error, ValueError, ImportError, pa.ArrowException) as exc:
+        # pyarrow raises ArrowInvalid (a ValueError) or another ArrowException for a corrupt Parquet file;
+        # gzip raises OSError for a bad header, EOFError for a truncated stream and zlib.error for corrupt data.
+        raise InputError(f"{path}: cannot read the table ({first_line(exc)})") from exc
     frame.columns = [str(c).strip() for c in frame.columns]
     for column in required:
         if column not in frame.columns:
@@ -171,6 +181,7 @@ def read_table(path: str | Path, required: tuple[str, ...], optional: tuple[str,
         raise InputError(f"{path}: has a header but no data rows")
     frame["_row"] = np.arange(first_row, first_row + len(frame), dtype=np.int64)
     return frame
+
 
 
 def _row_label(path: Path) -> str:
@@ -194,13 +205,14 @@ def read_plays(path: str | Path, *, drop_short: bool = False) -> tuple[pd.DataFr
     frame = read_table(path, PLAYS_COLUMNS, PLAYS_OPTIONAL)
     _require_values(frame, path, PLAYS_COLUMNS)
     position = pd.to_numeric(frame["position"].str.strip(), errors="coerce")
-    bad = position.isna() | (position != np.floor(position))
+    # Beyond 2^53 a float no longer holds every integer (and inf/1e400 is no position at all).
+    bad = position.isna() | (position != np.floor(position)) | ~(position.abs() < _MAX_EXACT_POSITION)
     if bad.any():
         row = int(frame.loc[bad, "_row"].iloc[0])
         value = frame.loc[bad, "position"].iloc[0]
         raise InputError(
-            f"{path}, {_row_label(path)} {row}: position {str(value)!r} is not an integer; "
-            "expected integer positions ordering the plays of each sequence"
+            f"{path}, {_row_label(path)} {row}: position {str(value)!r} is not an integer below 2^53 in absolute "
+            "value; expected integer positions ordering the plays of each sequence"
         )
     frame["position"] = position.astype(np.int64)
     frame["sequence_id"] = frame["sequence_id"].str.strip()
@@ -379,11 +391,18 @@ def read_yes(directory: str | Path) -> RawDataset:
             n_empty += 1
             continue
         try:
-            ids = np.array([int(f) for f in fields], dtype=np.int64)
+            values = [int(f) for f in fields]
         except ValueError as exc:
             raise InputError(
                 f"{directory / 'train.txt'}, line {line_no}: {exc.args[0].split(': ')[-1]} is not an integer song id"
             ) from exc
+        if not all(0 <= v <= _INT64_MAX for v in values):
+            bad = next(v for v in values if not 0 <= v <= _INT64_MAX)
+            raise InputError(
+                f"{directory / 'train.txt'}, line {line_no}: song id {str(bad)[:30]} is not a non-negative song id of "
+                "song_hash.txt"
+            )
+        ids = np.array(values, dtype=np.int64)
         if len(ids) < 2:
             n_short += 1
             n_short_plays += len(ids)
@@ -391,6 +410,11 @@ def read_yes(directory: str | Path) -> RawDataset:
         seq_ids.append(np.full(len(ids), line_no, dtype=np.int64))
         positions.append(np.arange(len(ids), dtype=np.int64))
         songs.append(ids)
+    if not songs:
+        raise InputError(
+            f"{directory / 'train.txt'}: no playlist with at least 2 songs after the 2 header lines; expected one "
+            "playlist of song ids per line"
+        )
     song_rows = _read_lines(directory / "song_hash.txt")
     titles, artists = {}, {}
     for line_no, line in enumerate(song_rows, start=1):
@@ -427,8 +451,8 @@ def read_yes(directory: str | Path) -> RawDataset:
             "title": pd.array([titles.get(t) for t in track_ids], dtype="string"),
         }
     )
-    song_array = np.concatenate(songs) if songs else np.zeros(0, dtype=np.int64)
-    if song_array.size and (song_array.min() < 0 or song_array.max() >= n_songs):
+    song_array = np.concatenate(songs)
+    if song_array.max() >= n_songs:
         raise InputError(
             f"{directory / 'train.txt'}: song id {int(song_array.max())} is outside song_hash.txt's 0..{n_songs - 1}"
         )
@@ -599,6 +623,8 @@ def _mpd_playlists(file: Path) -> list:
         raise InputError(f"{file}: not valid UTF-8 (byte {exc.start}: {exc.reason})") from exc
     except json.JSONDecodeError as exc:
         raise InputError(f"{file}: invalid JSON at line {exc.lineno} column {exc.colno} ({exc.msg})") from exc
+    except RecursionError:
+        raise InputError(f"{file}: JSON nested too deeply to be an MPD slice") from None
     except OSError as exc:
         raise InputError(f"{file}: cannot read ({exc.strerror or exc})") from exc
     if not isinstance(data, dict) or not isinstance(data.get("playlists"), list):
@@ -644,8 +670,8 @@ def _mpd_playlist(
             raise InputError(f"{where}, track {t}: missing 'track_uri'; every track needs one")
         uri = uri.strip()
         if "pos" in track:
-            if not _is_int(track["pos"]):
-                raise InputError(f"{where}, track {t}: 'pos' {track['pos']!r} is not an integer")
+            if not _is_int(track["pos"]) or abs(track["pos"]) > _INT64_MAX:
+                raise InputError(f"{where}, track {t}: 'pos' {repr(track['pos'])[:30]} is not an integer (64-bit)")
             pos[t] = track["pos"]
             with_pos += 1
         artist = track.get("artist_name")

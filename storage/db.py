@@ -23,7 +23,7 @@ from alembic.util import CommandError
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Connection, Engine, make_url
 
-from hpo.errors import InputError
+from hpo.errors import InputError, first_line
 from storage.models import VERSION_TABLE
 
 __all__ = [
@@ -32,6 +32,7 @@ __all__ = [
     "ensure_schema",
     "head_revision",
     "schema_revision",
+    "sqlite_file",
     "upgrade_schema",
     "write_transaction",
 ]
@@ -39,6 +40,9 @@ __all__ = [
 _MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 #: Key of the PostgreSQL advisory lock serialising schema upgrades (any constant bigint).
 _PG_LOCK_KEY = 0x736F6E67687030  # "songhp0"
+#: Name of the MySQL/MariaDB lock serialising schema upgrades, and how long to wait for it.
+_MYSQL_LOCK_NAME = "songhpo_schema"
+_LOCK_SECONDS = 120
 _engines: dict[str, Engine] = {}
 _engines_lock = threading.Lock()
 
@@ -49,6 +53,17 @@ def safe_url(url: str) -> str:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:  # noqa: BLE001 - an unparsable URL must not be echoed
         return "<storage URL>"
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The database file of a SQLite ``url`` (``None``: another backend, in-memory, or unparsable)."""
+    try:
+        parsed = make_url(url)
+    except Exception:  # noqa: BLE001 - callers report unparsable URLs when they open them
+        return None
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(parsed.database)
 
 
 def create_results_engine(url: str) -> Engine:
@@ -68,7 +83,7 @@ def create_results_engine(url: str) -> Engine:
         else:
             engine = create_engine(url, pool_size=2, max_overflow=2, pool_pre_ping=True, pool_recycle=1800)
     except Exception as exc:
-        raise InputError(f"storage {safe_url(url)}: cannot open ({type(exc).__name__}: {_first_line(exc)})") from exc
+        raise InputError(f"storage {safe_url(url)}: cannot open ({type(exc).__name__}: {first_line(exc)})") from exc
     return engine
 
 
@@ -156,7 +171,7 @@ def _upgrade_locked(connection: Connection, target: str, head: str, where: str) 
     try:
         current = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE}).get_current_revision()
     except Exception as exc:
-        raise InputError(f"storage {where}: cannot read the songhpo schema version ({_first_line(exc)})") from exc
+        raise InputError(f"storage {where}: cannot read the songhpo schema version ({first_line(exc)})") from exc
     if current is not None and current not in _known_revisions():
         raise InputError(
             f"storage {where}: the songhpo tables are at schema revision {current!r}, newer than this songhpo "
@@ -167,7 +182,7 @@ def _upgrade_locked(connection: Connection, target: str, head: str, where: str) 
     try:
         command.upgrade(_alembic_config(connection), target)
     except CommandError as exc:
-        raise InputError(f"storage {where}: cannot upgrade the songhpo tables to {target!r} ({_first_line(exc)})") from exc
+        raise InputError(f"storage {where}: cannot upgrade the songhpo tables to {target!r} ({first_line(exc)})") from exc
     return target
 
 
@@ -177,13 +192,19 @@ def _lock_schema(connection: Connection) -> None:
         # Released at the end of the transaction, which also holds the (transactional) DDL.
         connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
     elif dialect in ("mysql", "mariadb"):
-        connection.execute(text("SELECT GET_LOCK('songhpo_schema', 120)"))
+        # A session lock (DDL commits implicitly in MySQL, so no transaction can hold it). GET_LOCK
+        # returns 1 when taken, 0 on timeout and NULL on error: only 1 may go on.
+        taken = connection.execute(text("SELECT GET_LOCK(:name, :seconds)"),
+                                   {"name": _MYSQL_LOCK_NAME, "seconds": _LOCK_SECONDS}).scalar()
+        if taken != 1:
+            raise InputError(f"storage: could not take the schema lock {_MYSQL_LOCK_NAME!r} within {_LOCK_SECONDS} s "
+                             "(another songhpo process is upgrading the tables, or is stuck); try again")
     # SQLite: write_transaction began with BEGIN IMMEDIATE, which already excludes other writers.
 
 
 def _unlock_schema(connection: Connection) -> None:
     if connection.dialect.name in ("mysql", "mariadb"):
-        connection.execute(text("SELECT RELEASE_LOCK('songhpo_schema')"))
+        connection.execute(text("SELECT RELEASE_LOCK(:name)"), {"name": _MYSQL_LOCK_NAME})
 
 
 def engine_for(url: str) -> Engine:
@@ -204,7 +225,7 @@ def engine_for(url: str) -> Engine:
             raise
         except Exception as exc:
             engine.dispose()
-            raise InputError(f"storage {safe_url(url)}: cannot connect ({type(exc).__name__}: {_first_line(exc)})") from exc
+            raise InputError(f"storage {safe_url(url)}: cannot connect ({type(exc).__name__}: {first_line(exc)})") from exc
         _engines[url] = engine
         return engine
 
@@ -216,7 +237,3 @@ def dispose_engines() -> None:
             engine.dispose()
         _engines.clear()
 
-
-def _first_line(exc: BaseException) -> str:
-    text_ = str(exc).strip()
-    return (text_.splitlines()[0] if text_ else type(exc).__name__)[:200]

@@ -81,10 +81,9 @@ def _insert_ignore(connection: Connection, table: Table, rows: list[dict[str, An
         # RETURNING yields only the rows really inserted (executemany row counts are unreliable).
         statement = make(table).on_conflict_do_nothing(index_elements=list(keys)).returning(table.c.id)
         return len(connection.execute(statement, rows).all())
-    if dialect in ("mysql", "mariadb"):
-        result = connection.execute(insert(table).prefix_with("IGNORE"), rows)
-        return max(int(result.rowcount or 0), 0)
-    # Any other backend: one savepoint per row.
+    # MySQL/MariaDB and any other backend: one savepoint per row. Not INSERT IGNORE: it also turns
+    # other errors (truncation, NULL into NOT NULL) into warnings, and its row count is the server's
+    # "affected rows", which the driver's FOUND_ROWS flag and multi-row batching make unreliable.
     written = 0
     for row in rows:
         try:
@@ -344,11 +343,12 @@ def create_snapshot(
     Each member is ``{"trial", "baseline", "on_front", "seed", "params", "validation"}``.
     """
     with write_transaction(engine_for(url)) as connection:
-        snapshot_id = connection.execute(
-            insert(_SNAPSHOTS).returning(_SNAPSHOTS.c.id),
+        # inserted_primary_key, not RETURNING: MySQL has no INSERT ... RETURNING.
+        (snapshot_id,) = connection.execute(
+            insert(_SNAPSHOTS),
             {"study": study, "created": _now(), "split": split, "objectives": list(objectives),
              "directions": list(directions), "constraint_spec": dict(constraint), "seeds": int(seeds), "complete": False},
-        ).scalar_one()
+        ).inserted_primary_key
         connection.execute(insert(_MEMBERS), [
             {"snapshot_id": snapshot_id, "trial": int(m["trial"]), "baseline": bool(m["baseline"]),
              "on_front": bool(m["on_front"]), "seed": int(m["seed"]), "params": dict(m["params"]),

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,12 +29,25 @@ def shared_dataset(*parts: str) -> Path:
     return path
 
 
-def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-    """Run the real ``songhpo`` console script in a subprocess."""
-    env = {**os.environ, "SONGHPO_PROGRESS": "0"}
+def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the real ``songhpo`` console script in a subprocess (``env`` adds to the environment)."""
+    env = {**os.environ, "SONGHPO_PROGRESS": "0", **(env or {})}
     return subprocess.run(
         [sys.executable, "-m", "hpo", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout
     )
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], *fragments: str) -> str:
+    """``result`` is a user mistake as the CLI must report it: exit 2, nothing on stdout, one stderr line
+    ``songhpo: error: ...`` holding every fragment, no traceback. Returns the line."""
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr and result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("songhpo: error: "), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+    return lines[0]
 
 
 SMALL_SYNTH = SynthParams(sequences=3_000, tracks=800, genres=6, artists_per_genre=10, hits=25, seed=7)
@@ -53,14 +68,18 @@ def prepared_synth(synth_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
 
 
 POSTGRES_ADMIN = os.environ.get("SONGHPO_TEST_POSTGRES", "host=127.0.0.1 port=5432 user=postgres dbname=postgres")
+MYSQL_ADMIN = os.environ.get("SONGHPO_TEST_MYSQL", "mysql+pymysql://root@127.0.0.1:3306")
 
 
-@pytest.fixture
-def postgres_url() -> str:
-    """A fresh database on the real PostgreSQL at 127.0.0.1:5432, dropped afterwards.
+def _unreachable(message: str) -> None:
+    """A server the tests need is down: fail under CI (``CI`` set), skip elsewhere."""
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
 
-    Unreachable PostgreSQL fails the test under CI (``CI`` set) and skips it elsewhere.
-    """
+
+@contextlib.contextmanager
+def _postgres_database() -> Iterator[str]:
     import uuid
 
     import psycopg
@@ -69,15 +88,79 @@ def postgres_url() -> str:
     try:
         admin = psycopg.connect(POSTGRES_ADMIN, autocommit=True, connect_timeout=5)
     except psycopg.OperationalError as exc:
-        message = f"PostgreSQL at 127.0.0.1:5432 is unreachable: {exc}"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        _unreachable(f"PostgreSQL at 127.0.0.1:5432 is unreachable: {exc}")
     with admin:
         admin.execute(f'CREATE DATABASE "{name}"')
         params = dict(p.split("=", 1) for p in POSTGRES_ADMIN.split())
-        yield f"postgresql+psycopg://{params.get('user', 'postgres')}@{params.get('host', '127.0.0.1')}:{params.get('port', '5432')}/{name}"
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        try:
+            yield (f"postgresql+psycopg://{params.get('user', 'postgres')}@{params.get('host', '127.0.0.1')}:"
+                   f"{params.get('port', '5432')}/{name}")
+        finally:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextlib.contextmanager
+def _mysql_database() -> Iterator[str]:
+    import uuid
+
+    import pymysql
+    from sqlalchemy.engine import make_url
+
+    admin_url = make_url(MYSQL_ADMIN)
+    name = f"songhpo_test_{uuid.uuid4().hex[:12]}"
+    try:
+        admin = pymysql.connect(host=admin_url.host or "127.0.0.1", port=admin_url.port or 3306,
+                                user=admin_url.username or "root", password=admin_url.password or "",
+                                autocommit=True, connect_timeout=5)
+    except pymysql.err.OperationalError as exc:
+        _unreachable(f"MariaDB/MySQL at {admin_url.host}:{admin_url.port} is unreachable: {exc}")
+    with admin, admin.cursor() as cursor:
+        cursor.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
+        try:
+            yield admin_url.set(database=name).render_as_string(hide_password=False)
+        finally:
+            # DROP DATABASE waits for the metadata locks of open connections (killed workers, cached
+            # engines): end them first, as PostgreSQL's DROP ... WITH (FORCE) does.
+            cursor.execute("SELECT id FROM information_schema.processlist WHERE db = %s AND id <> CONNECTION_ID()",
+                           (name,))
+            for (connection_id,) in cursor.fetchall():
+                with contextlib.suppress(pymysql.err.MySQLError):  # it may have closed meanwhile
+                    cursor.execute(f"KILL {int(connection_id)}")
+            cursor.execute(f"DROP DATABASE IF EXISTS `{name}`")
+
+
+def server_database(kind: str) -> contextlib.AbstractContextManager[str]:
+    """A fresh database on the real ``kind`` server ("postgres": PostgreSQL at 127.0.0.1:5432, "mysql":
+    MariaDB/MySQL at 127.0.0.1:3306), as a SQLAlchemy URL; dropped on exit. Unreachable: fails under CI."""
+    return {"postgres": _postgres_database, "mysql": _mysql_database}[kind]()
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh database on the real PostgreSQL at 127.0.0.1:5432, dropped afterwards.
+
+    Unreachable PostgreSQL fails the test under CI (``CI`` set) and skips it elsewhere.
+    """
+    with server_database("postgres") as url:
+        yield url
+
+
+@pytest.fixture
+def mysql_url() -> Iterator[str]:
+    """A fresh database on the real MariaDB/MySQL at 127.0.0.1:3306, dropped afterwards (like
+    :func:`postgres_url`: unreachable fails under CI, skips elsewhere)."""
+    with server_database("mysql") as url:
+        yield url
+
+
+#: Parameters of fixtures that run a test on each real server; ``-m "not mysql"`` deselects MariaDB.
+SERVERS = [pytest.param("postgres", marks=pytest.mark.postgres), pytest.param("mysql", marks=pytest.mark.mysql)]
+
+
+@pytest.fixture(params=SERVERS)
+def server_url(request: pytest.FixtureRequest) -> str:
+    """A fresh database on each real SQL server distributed studies support: PostgreSQL, MariaDB/MySQL."""
+    return request.getfixturevalue(f"{request.param}_url")
 
 
 def tiny_study_config(prepared: Path, storage: str, **overrides: object) -> dict[str, object]:

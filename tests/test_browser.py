@@ -124,6 +124,17 @@ class Browser:
             time.sleep(0.25)
         raise AssertionError(f"timed out waiting for {expression}{last}")
 
+    def settle(self, session: str) -> None:
+        """Return once the page has rendered two more frames (an event, not a delay).
+
+        Whatever the last action triggered (a scroll's relayout, a console error) has then run, and
+        DevTools delivers its events before this call's reply, so :meth:`problems` sees them.
+        """
+        result = self.call("Runtime.evaluate", {
+            "expression": "new Promise(done => requestAnimationFrame(() => requestAnimationFrame(() => done(true))))",
+            "awaitPromise": True, "returnByValue": True}, session=session)
+        assert result["result"].get("value") is True, result
+
     def screenshot(self, session: str, path: Path, *, full_page: bool = False) -> Path:
         params: dict[str, Any] = {"format": "png"}
         if full_page:
@@ -249,7 +260,7 @@ def test_dashboard_renders_in_chromium(browser: Browser, evaluated_study: tuple[
                                           f".find(t => t.name === {json.dumps(FRONT)}).customdata")
         assert sorted(front) == [t.number for t in feasible_pareto_front(study)]
         browser.evaluate(session, f"document.getElementById('user-defined-plot:{PARETO_GRAPH_ID}').scrollIntoView()")
-        time.sleep(0.5)
+        browser.settle(session)
         assert browser.problems(session) == []
         shot = browser.screenshot(session, _shots(tmp_path) / "dashboard.png")
         # The saved note, with the test snapshot of the real evaluation, on the study's note page.

@@ -3,6 +3,7 @@ giving a one-line error, exit code 2 and no partial output."""
 
 from __future__ import annotations
 
+import gzip
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -107,6 +108,45 @@ def _bad_encoding(tmp_path: Path) -> tuple[list[str], list[str]]:
     return [str(d)], ["tracks.csv", "not valid UTF-8", "re-encode"]
 
 
+def _position_infinite(tmp_path: Path) -> tuple[list[str], list[str]]:
+    d = _dataset(tmp_path, plays=GOOD_PLAYS.replace("s0,1,", "s0,1e400,", 1))
+    return [str(d)], ["plays.csv", "line 3", "'1e400' is not an integer below 2^53"]
+
+
+def _position_not_exact(tmp_path: Path) -> tuple[list[str], list[str]]:
+    d = _dataset(tmp_path, plays=GOOD_PLAYS.replace("s0,1,", f"s0,{2**53},", 1))  # a float no longer counts by 1
+    return [str(d)], ["plays.csv", "line 3", f"'{2**53}' is not an integer below 2^53"]
+
+
+def _truncated_gzip(tmp_path: Path) -> tuple[list[str], list[str]]:
+    d = _dataset(tmp_path)
+    (d / "plays.csv.gz").write_bytes(gzip.compress(GOOD_PLAYS.encode())[:-20])
+    (d / "plays.csv").unlink()
+    return [str(d)], ["plays.csv.gz", "cannot read the table"]
+
+
+def _yes(tmp_path: Path, train: str) -> Path:
+    directory = tmp_path / "in"
+    directory.mkdir()
+    for name, text in (("train.txt", train), ("song_hash.txt", "0\ta\tA\n1\tb\tB\n2\tc\tC\n"),
+                       ("tags.txt", "1\n#\n1\n"), ("tag_hash.txt", "1, rock\n")):
+        (directory / name).write_text(text)
+    return directory
+
+
+def _yes_id_beyond_int64(tmp_path: Path) -> tuple[list[str], list[str]]:
+    return [str(_yes(tmp_path, "#\n#\n0 1 99999999999999999999\n1 2\n"))], [
+        "train.txt", "line 3", "song id 99999999999999999999"]
+
+
+def _yes_negative_id(tmp_path: Path) -> tuple[list[str], list[str]]:
+    return [str(_yes(tmp_path, "#\n#\n0 1 2\n1 -2\n"))], ["train.txt", "line 4", "song id -2"]
+
+
+def _yes_no_playlist(tmp_path: Path) -> tuple[list[str], list[str]]:
+    return [str(_yes(tmp_path, "#\n#\n\n1\n\n"))], ["train.txt", "no playlist with at least 2 songs"]
+
+
 def _fractions_too_large(tmp_path: Path) -> tuple[list[str], list[str]]:
     return [str(_dataset(tmp_path)), "--val", "0.6", "--test", "0.4"], ["--val 0.6 + --test 0.4", "below 1"]
 
@@ -121,7 +161,8 @@ def _output_exists(tmp_path: Path) -> tuple[list[str], list[str]]:
     [
         _missing_input, _missing_tracks_file, _misnamed_column, _empty_file, _header_only, _short_sequence,
         _track_without_metadata, _conflicting_tracks, _non_numeric_position, _duplicate_position, _bad_encoding,
-        _fractions_too_large, _output_exists,
+        _fractions_too_large, _output_exists, _position_infinite, _position_not_exact, _truncated_gzip,
+        _yes_id_beyond_int64, _yes_negative_id, _yes_no_playlist,
     ],
     ids=lambda f: f.__name__.strip("_"),
 )

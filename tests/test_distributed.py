@@ -1,5 +1,5 @@
-"""Distributed studies on the real PostgreSQL at 127.0.0.1:5432: several `songhpo study run`
-processes share one study; a worker killed with SIGKILL has its trial re-run."""
+"""Distributed studies on the real PostgreSQL at 127.0.0.1:5432 and MariaDB/MySQL at 127.0.0.1:3306:
+several `songhpo study run` processes share one study; a worker killed with SIGKILL has its trial re-run."""
 
 from __future__ import annotations
 
@@ -14,11 +14,10 @@ from pathlib import Path
 import optuna
 import pytest
 from optuna.trial import TrialState
+from sqlalchemy import create_engine, text
+from sqlalchemy.exc import DBAPIError
 
 from tests.conftest import run_cli, tiny_study_config, write_toml
-
-pytestmark = pytest.mark.postgres
-
 
 def _worker(config: Path, *extra: str) -> subprocess.Popen[str]:
     env = {**os.environ, "SONGHPO_PROGRESS": "0"}
@@ -28,11 +27,11 @@ def _worker(config: Path, *extra: str) -> subprocess.Popen[str]:
     )
 
 
-def test_three_workers_share_one_study(prepared_synth: Path, postgres_url: str, tmp_path: Path) -> None:
-    config = write_toml(tmp_path / "study.toml", tiny_study_config(prepared_synth, postgres_url, trials=9))
+def test_three_workers_share_one_study(prepared_synth: Path, server_url: str, tmp_path: Path) -> None:
+    config = write_toml(tmp_path / "study.toml", tiny_study_config(prepared_synth, server_url, trials=9))
     created = run_cli("study", "create", str(config))
     assert created.returncode == 0, created.stderr
-    assert "postgresql+psycopg" in created.stdout
+    assert json.loads(created.stdout)["storage"] == server_url
     # Each worker may run at most 3 trials, so reaching the budget of 9 needs all three of them.
     workers = [_worker(config, "--n-trials", "3") for _ in range(3)]
     reports = []
@@ -40,7 +39,7 @@ def test_three_workers_share_one_study(prepared_synth: Path, postgres_url: str, 
         out, err = worker.communicate(timeout=300)
         assert worker.returncode == 0, err
         reports.append(json.loads(out))
-    study = optuna.load_study(study_name="tiny", storage=postgres_url)
+    study = optuna.load_study(study_name="tiny", storage=server_url)
     trials = study.get_trials()
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     # Nothing lost: every trial a worker completed is in the storage, and nothing is left hanging.
@@ -52,32 +51,51 @@ def test_three_workers_share_one_study(prepared_synth: Path, postgres_url: str, 
     assert sum(bool(t.user_attrs.get("baseline")) for t in trials) == 1
     assert [r["completed"] for r in reports] == [3, 3, 3]
     assert all("ndcg" in t.user_attrs and "feasible" in t.user_attrs for t in complete)
-    status = run_cli("study", "status", "tiny", "--storage", postgres_url, "--json")
+    status = run_cli("study", "status", "tiny", "--storage", server_url, "--json")
     assert status.returncode == 0, status.stderr
     assert json.loads(status.stdout)["trials"]["complete"] == len(complete)
 
 
-def _wait_for_running_trial(storage: str, minimum_number: int, deadline: float) -> optuna.trial.FrozenTrial:
-    while time.monotonic() < deadline:
-        try:
-            study = optuna.load_study(study_name="tiny", storage=storage)
-            running = [t for t in study.get_trials(states=(TrialState.RUNNING,)) if t.number >= minimum_number]
-            if running:
-                return running[0]
-        except KeyError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError("no trial started running in time")
+#: Trials RUNNING in Optuna's tables whose worker has recorded a heartbeat and the parameters it trains with
+#: (``gensim_params`` is stored once every parameter is suggested, right before training).
+_TRAINING = text("SELECT t.number FROM trials t JOIN trial_heartbeats h ON h.trial_id = t.trial_id "
+                 "JOIN trial_user_attributes a ON a.trial_id = t.trial_id AND a.key = 'gensim_params' "
+                 "WHERE t.state = 'RUNNING' AND t.number >= :minimum ORDER BY t.number")
 
 
-def test_killed_worker_trial_is_retried(prepared_synth: Path, postgres_url: str, tmp_path: Path) -> None:
-    # Slower trials (more epochs) so that the kill lands mid-trial.
-    settings = tiny_study_config(prepared_synth, postgres_url, trials=4)
-    settings["search_space"] = {**settings["search_space"], "epochs": 40}  # type: ignore[dict-item]
+def _stop_inside_a_trial(victim: subprocess.Popen[str], storage: str, minimum_number: int) -> optuna.trial.FrozenTrial:
+    """Wait for the state "a trial numbered >= minimum_number is training, with a heartbeat" in the storage,
+    SIGSTOP the victim, and return that trial once it is confirmed still RUNNING: the kill that follows then
+    lands inside the trial instead of racing with its end. A trial that ended in between is skipped.
+    """
+    engine = create_engine(storage)
+    deadline = time.monotonic() + 300
+    try:
+        while time.monotonic() < deadline and victim.poll() is None:
+            try:
+                with engine.connect() as connection:
+                    number = connection.execute(_TRAINING, {"minimum": minimum_number}).scalar()
+            except DBAPIError:  # the worker has not created Optuna's tables yet
+                number = None
+            if number is None:
+                time.sleep(0.1)  # polling the storage for the state, not a guess at a duration
+                continue
+            victim.send_signal(signal.SIGSTOP)
+            frozen = optuna.load_study(study_name="tiny", storage=storage).trials[number]
+            if frozen.state == TrialState.RUNNING:
+                return frozen
+            victim.send_signal(signal.SIGCONT)
+    finally:
+        engine.dispose()
+    raise AssertionError("the worker never trained a trial with a heartbeat")
+
+
+def test_killed_worker_trial_is_retried(prepared_synth: Path, server_url: str, tmp_path: Path) -> None:
+    settings = tiny_study_config(prepared_synth, server_url, trials=4)
+    settings["search_space"] = {**settings["search_space"], "epochs": 20}  # type: ignore[dict-item]
     config = write_toml(tmp_path / "study.toml", settings)
     victim = _worker(config)
-    running = _wait_for_running_trial(postgres_url, 1, time.monotonic() + 120)
-    time.sleep(0.5)
+    running = _stop_inside_a_trial(victim, server_url, 1)
     victim.send_signal(signal.SIGKILL)
     victim.wait(timeout=30)
     assert victim.returncode == -signal.SIGKILL
@@ -85,7 +103,7 @@ def test_killed_worker_trial_is_retried(prepared_synth: Path, postgres_url: str,
     out, err = survivor.communicate(timeout=300)
     assert survivor.returncode == 0, err
 
-    study = optuna.load_study(study_name="tiny", storage=postgres_url)
+    study = optuna.load_study(study_name="tiny", storage=server_url)
     trials = {t.number: t for t in study.get_trials()}
     killed = trials[running.number]
     assert killed.state == TrialState.FAIL  # failed by the survivor's stale-heartbeat check

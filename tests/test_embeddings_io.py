@@ -145,6 +145,24 @@ def _truncated_binary(tmp_path: Path) -> Path:
     return path
 
 
+def _npy_claiming(tmp_path: Path, shape: tuple[int, ...], tail: bytes = b"\0" * 256) -> Path:
+    """A .npy file whose header claims ``shape`` (float32) but which holds only ``tail``."""
+    path = tmp_path / "e.npy"
+    with open(path, "wb") as handle:
+        np.lib.format.write_array_header_1_0(handle, {"descr": "<f4", "fortran_order": False, "shape": shape})
+        handle.write(tail)
+    (tmp_path / "e.vocab.txt").write_text("a\nb\n")
+    return path
+
+
+def _npy_corrupt_header(tmp_path: Path) -> Path:
+    path = _npy(tmp_path, np.zeros((2, 2)), ["a", "b"])
+    data = bytearray(path.read_bytes())
+    data[20:40] = b"{'shape': ((((((((((("
+    path.write_bytes(bytes(data))
+    return path
+
+
 GOOD_TEXT = "3 2\na 0.1 0.2\nb 0.3 0.4\nc 0.5 0.6\n"
 Case = Callable[[Path], Path]
 MALFORMED: dict[str, tuple[Case, list[str]]] = {
@@ -175,6 +193,19 @@ MALFORMED: dict[str, tuple[Case, list[str]]] = {
     "binary trailing bytes": (lambda t: _binary(t, "1 2", [("a", [1, 2]), ("b", [1, 2])]), ["bytes after the 1 records"]),
     "binary duplicate": (lambda t: _binary(t, "2 2", [("a", [1, 2]), ("a", [3, 4])]), ["record 2", "duplicate key 'a'"]),
     "binary nan": (lambda t: _binary(t, "2 2", [("a", [1, 2]), ("b", [np.nan, 4])]), ["record 2", "'b'", "NaN"]),
+    # Headers claiming more than the file holds: never believed before the file size is (no MemoryError).
+    "binary claims 10^12 vectors": (lambda t: _binary(t, "1000000000000 2", [("a", [1, 2])]),
+                                    ["record 2 of 1000000000000", "end of file"]),
+    "binary claims 10^12 dimensions": (lambda t: _binary(t, "2 1000000000000", [("a", [1, 2])]),
+                                       ["record 1 (key 'a')", "ends inside the vector", "1000000000000 float32"]),
+    "text claims 10^12 dimensions": (lambda t: _text(t, "1 1000000000000\na 0.1 0.2\n"),
+                                     ["line 2", "2 values", "expected 1000000000000"]),
+    "text claims 10^12 vectors": (lambda t: _text(t, "1000000000000 2\na 0.1 0.2\n"), ["announces 1000000000000"]),
+    "header claims 0 vectors": (lambda t: _text(t, "0 1000000000000000000\n"), ["line 1", "announces 0 vectors"]),
+    "npy claims 10^12 rows": (lambda t: _npy_claiming(t, (10**12, 64)), ["is truncated", "(1000000000000, 64)"]),
+    "npy claims 2^62 x 2^62": (lambda t: _npy_claiming(t, (2**62, 2**62)), ["is truncated"]),
+    "npy trailing bytes": (lambda t: _npy_claiming(t, (2, 2), b"\0" * 20), ["4 bytes after the 16 bytes of data"]),
+    "npy corrupt header": (_npy_corrupt_header, ["unreadable .npy header"]),
 }
 
 

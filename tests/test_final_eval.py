@@ -7,10 +7,11 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
+import signal
 import subprocess
 import sys
-import time
-import uuid
+import threading
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -32,33 +33,22 @@ from metrics.evaluate import METRIC_KEYS, EvaluationSettings
 from objectives.word2vec import train_word2vec
 from storage import results as store
 from storage.db import create_results_engine, dispose_engines
-from tests.conftest import POSTGRES_ADMIN, run_cli, run_tiny_study, shared_dataset
+from tests.conftest import SERVERS, run_cli, run_tiny_study, server_database, shared_dataset
 
 HEADLINE = ("ndcg", "hitrate")
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+@pytest.fixture(scope="module", params=["sqlite", *SERVERS])
 def module_storage(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Any:
-    """A storage URL shared by the tests of this module: a SQLite file, or a fresh real PostgreSQL database."""
+    """A storage URL shared by the tests of this module: a SQLite file, or a fresh database of the real
+    PostgreSQL or MariaDB/MySQL."""
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path_factory.mktemp('final') / 'final.db'}"
         dispose_engines()
         return
-    import psycopg
-
-    name = f"songhpo_test_{uuid.uuid4().hex[:12]}"
-    try:
-        admin = psycopg.connect(POSTGRES_ADMIN, autocommit=True, connect_timeout=5)
-    except psycopg.OperationalError as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"PostgreSQL at 127.0.0.1:5432 is unreachable: {exc}")
-        pytest.skip(f"PostgreSQL at 127.0.0.1:5432 is unreachable: {exc}")
-    with admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-        params = dict(p.split("=", 1) for p in POSTGRES_ADMIN.split())
-        yield f"postgresql+psycopg://{params.get('user', 'postgres')}@{params.get('host', '127.0.0.1')}:{params.get('port', '5432')}/{name}"
+    with server_database(request.param) as url:
+        yield url
         dispose_engines()
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture(scope="module")
@@ -195,6 +185,20 @@ def test_more_seeds_reuse_the_seeds_already_done(evaluated: SimpleNamespace) -> 
 MANY = 8
 
 
+def _log_line_event(process: subprocess.Popen[str], pattern: re.Pattern[str]) -> threading.Event:
+    """An event set when ``process`` writes a stderr line matching ``pattern``; the rest of stderr is drained."""
+    seen = threading.Event()
+
+    def read() -> None:
+        assert process.stderr is not None
+        for line in process.stderr:
+            if pattern.search(line):
+                seen.set()
+
+    threading.Thread(target=read, daemon=True).start()
+    return seen
+
+
 def test_ci_shrinks_with_more_seeds_and_a_killed_evaluation_resumes(tmp_path: Path) -> None:
     """yes_small (real playlists): the 95% CI of the headline metrics is narrower with 8 seeds than with 2;
     an evaluation killed mid-way continues the same snapshot and only trains what is missing."""
@@ -211,23 +215,16 @@ def test_ci_shrinks_with_more_seeds_and_a_killed_evaluation_resumes(tmp_path: Pa
     first = store.load_latest_snapshot(url, "yes")
     assert first is not None and [m["trial"] for m in first["members"]] == [0]
 
-    # Kill an 8-seed evaluation once its first new seed is committed (5 seeds left: it cannot finish first).
+    # Kill an 8-seed evaluation right after it logs its first new seed, which it logs once that seed is
+    # committed: the event is the log line, and 5 more re-trainings stand between it and the end.
     env = {**os.environ, "SONGHPO_PROGRESS": "0"}
     victim = subprocess.Popen([sys.executable, "-m", "hpo", "study", "evaluate", "yes", "--storage", url, "--seeds", str(MANY)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
-    engine = create_results_engine(url)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and victim.poll() is None:
-        with engine.connect() as connection:
-            seeds = connection.execute(text(
-                "SELECT count(DISTINCT seed) FROM songhpo_trial_metrics WHERE study = 'yes' AND split = 'test'")).scalar()
-        if seeds >= 3:
-            break
-        time.sleep(0.02)
+    committed = _log_line_event(victim, re.compile(r"trial 0 seed \d+ on test: "))
+    assert committed.wait(timeout=300), "the evaluation never logged a committed seed"
     victim.kill()
     victim.wait(30)
-    engine.dispose()
-    assert victim.returncode == -9, "the evaluation finished before it could be interrupted"
+    assert victim.returncode == -signal.SIGKILL
     interrupted = store.load_latest_snapshot(url, "yes")
     assert interrupted is not None and interrupted["seeds"] == MANY and not interrupted["complete"]
     done = interrupted["members"][0]["n_seeds"]

@@ -259,6 +259,52 @@ def test_paper_rule_on_yes_big(yes_big, scope):
     assert paper.n_pairs < 0.01 * paper.n_candidate_pairs
 
 
+def test_yes_big_has_no_significantly_negative_pair(yes_big):
+    """On all of yes_big no co-occurring pair is significantly LESS frequent than chance (expected counts stay
+    below 1), so there the direction rule cannot show: the next test builds real playlists where it does."""
+    tokens, offsets, n = yes_big["tokens"], yes_big["offsets"], yes_big["n_songs"]
+    for scope in ("bigram", "sequence"):
+        everything = find_hard_negatives(tokens, offsets, n, scope=scope, min_cooc=1, critical_value=_KEEP_ALL)
+        assert not ((everything.cooc < everything.expected) & (everything.chi2 >= 3.841)).any()
+
+
+@pytest.mark.parametrize(("scope", "n_negative"), [("bigram", 11), ("sequence", 304)])
+def test_direction_rule_on_real_playlists_matches_scipy(yes_big, scope, n_negative):
+    """The 618 yes_big playlists that hold one of its two most played songs: with these two hubs the
+    expected co-occurrence of popular songs is large, and real pairs co-occur significantly less often than
+    chance. Not positively associated, they are hard negatives; a rule testing chi2 alone (without the
+    direction O11 > E11) would drop exactly these. Every candidate pair is checked against scipy."""
+    spread = Counter(song for seq in yes_big["seqs"] for song in set(seq))
+    hubs = {song for song, _ in spread.most_common(2)}
+    seqs = [seq for seq in yes_big["seqs"] if hubs & set(seq)]
+    assert len(seqs) == 618
+    tokens, offsets = _to_csr(seqs)
+    n = yes_big["n_songs"]
+    everything = find_hard_negatives(tokens, offsets, n, scope=scope, min_cooc=2, critical_value=_KEEP_ALL)
+    default = find_hard_negatives(tokens, offsets, n, scope=scope, min_cooc=2)
+    hard = set(map(tuple, default.pairs.tolist()))
+
+    cooc_of, margin, total = _independent_tables({"seqs": seqs}, scope)
+    negative = (everything.cooc < everything.expected) & (everything.chi2 >= 3.841)
+    assert int(negative.sum()) == n_negative
+    # Every negatively associated pair and a seeded sample of the others (the sequence scope has ~140k
+    # candidates; scipy takes ~50 us per table).
+    sample = np.random.default_rng(7).choice(everything.n_pairs, size=min(3000, everything.n_pairs), replace=False)
+    rows = np.union1d(np.flatnonzero(negative), sample)
+    seen = {"negative": 0, "positive": 0, "not significant": 0}
+    for i in rows:
+        a, b = (int(x) for x in everything.pairs[i])
+        o11 = cooc_of(a, b)
+        res = chi2_contingency(_scipy_table(o11, margin[a], margin[b], total), correction=False)
+        np.testing.assert_allclose(everything.chi2[i], res.statistic, rtol=1e-9, atol=1e-12)
+        expected = res.expected_freq[0, 0]
+        significant = res.statistic >= 3.841
+        kind = "not significant" if not significant else ("positive" if o11 > expected else "negative")
+        seen[kind] += 1
+        assert ((a, b) in hard) == (kind != "positive"), (a, b, o11, expected, res.statistic)
+    assert seen["negative"] == n_negative and seen["positive"] > 100 and seen["not significant"] > 0
+
+
 # --------------------------------------------------------------------------- #
 # hand-built cases
 # --------------------------------------------------------------------------- #

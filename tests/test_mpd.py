@@ -160,6 +160,9 @@ MALFORMED = {
     "duplicate pid": (lambda d: d["playlists"][6].update(pid=0), ["pid 0", "already used in mpd.slice.0-13.json"]),
     "conflicting artist": (lambda d: d["playlists"][6]["tracks"][0].update(artist_name="Someone Else"),
                            ["pid 20", "artist_name 'Someone Else'", "expected one artist per track_uri"]),
+    "pos beyond 64 bits": (lambda d: d["playlists"][5]["tracks"][0].update(pos=10**25),
+                           ["pid 19", "'pos' 10000000000000000000000000 ", "not an integer (64-bit)"]),
+    "nested too deeply": (lambda text: "[" * 100_000 + "]" * 100_000, ["nested too deeply"]),
 }
 
 
@@ -170,7 +173,7 @@ def test_malformed_slice_is_one_line_error(tmp_path: Path, case: str) -> None:
     assert len(rng_truth["19"]["songs"]) >= 2 and len(rng_truth["20"]["songs"]) >= 2  # the edited playlists
     target = directory / "mpd.slice.14-27.json"
     edit, expected = MALFORMED[case]
-    if case in ("invalid json", "no playlists"):
+    if case in ("invalid json", "no playlists", "nested too deeply"):
         target.write_text(edit(target.read_text()), encoding="utf-8")
     else:
         data = _playlists(target)

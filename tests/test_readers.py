@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import gzip
+import io
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from hpo.readers import primary_genres_from_tags, read_generic, read_input, read_yes
+from hpo.errors import InputError
+from hpo.readers import primary_genres_from_tags, read_generic, read_input, read_plays, read_yes
 from tests.conftest import shared_dataset
 
 PLAYS = pd.DataFrame(
@@ -103,3 +105,30 @@ def test_aotm2011_has_no_artists_and_keeps_categories() -> None:
     assert raw.plays["sequence_id"].nunique() == 84_675
     assert raw.tracks["artist"].isna().all()
     assert raw.concepts is not None and raw.concepts["concept"].nunique() == 24
+
+
+def test_positions_are_exact_integers_up_to_2_pow_53(tmp_path: Path) -> None:
+    """Positions go through float parsing: below 2^53 every integer is exact, at 2^53 it stops being so."""
+    limit = 2**53
+    plays = tmp_path / "plays.csv"
+    plays.write_text(f"sequence_id,position,track_id\ns,{limit - 1},a\ns,{-(limit - 1)},b\ns,1e3,c\n")
+    frame, _ = read_plays(plays)
+    assert frame["position"].tolist() == [-(limit - 1), 1000, limit - 1] and frame["track_id"].tolist() == ["b", "c", "a"]
+    for bad in (str(limit), str(-limit), "inf", "1e400", "nan", "2.5"):
+        plays.write_text(f"sequence_id,position,track_id\ns,0,a\ns,{bad},b\n")
+        with pytest.raises(InputError, match=rf"line 3: position '{bad}' is not an integer below 2\^53"):
+            read_plays(plays)
+
+
+def test_a_parquet_page_with_invalid_utf8_is_one_input_error(tmp_path: Path) -> None:
+    """A damaged page can decode into non-UTF-8 strings that pyarrow accepts at read time and only trips over
+    while sorting ("Wrapping ... failed"): the reader validates every value and names the file."""
+    buffer = io.BytesIO()
+    PLAYS.assign(sequence_id=["bAAAA", "bAAAA", "aAAAA", "aAAAA", "aAAAA"]).to_parquet(buffer, index=False,
+                                                                                        compression=None)
+    data = bytearray(buffer.getvalue())
+    data[data.find(b"bAAAA") + 1] = 0xFF
+    (tmp_path / "plays.parquet").write_bytes(bytes(data))
+    _write(TRACKS, tmp_path / "tracks.csv")
+    with pytest.raises(InputError, match=r"plays\.parquet: cannot read the table \(.*Invalid UTF8"):
+        read_input(tmp_path)

@@ -35,21 +35,21 @@ from storage.db import (
     upgrade_schema,
 )
 from storage.models import VERSION_TABLE, Base
-from tests.conftest import run_cli, run_tiny_study, tiny_study_config, write_toml
+from tests.conftest import SERVERS, run_cli, run_tiny_study, tiny_study_config, write_toml
 
 TABLES = {"songhpo_datasets", "songhpo_studies", "songhpo_trial_metrics", "songhpo_bucket_metrics",
           "songhpo_pareto_snapshots", "songhpo_pareto_members", "songhpo_study_claims"}
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", *SERVERS])
 def storage_url(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
-    """The same tests on a SQLite file and on a fresh database of the real PostgreSQL."""
+    """The same tests on a SQLite file and on a fresh database of the real PostgreSQL and MariaDB/MySQL."""
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'results.db'}"
     else:
-        url = request.getfixturevalue("postgres_url")
+        url = request.getfixturevalue(f"{request.param}_url")
     yield url
-    dispose_engines()  # before the PostgreSQL database is dropped
+    dispose_engines()  # before the server's database is dropped
 
 
 def _rows(url: str, sql: str, **params: Any) -> list[Any]:
@@ -150,6 +150,47 @@ def test_writers_are_idempotent_and_store_null_not_zero(storage_url: str, prepar
 
     assert record_dataset(storage_url, dataset) and not record_dataset(storage_url, dataset)
     assert _rows(storage_url, "SELECT count(*) FROM songhpo_datasets") == [(1,)]
+
+
+def test_a_value_the_column_cannot_hold_is_never_truncated_into_another(storage_url: str) -> None:
+    """Metric names are VARCHAR(64). Two names sharing their first 64 characters are both stored intact
+    (SQLite does not enforce the length) or refused as a whole (PostgreSQL, MySQL): never truncated so that the
+    second collides with the first and is silently dropped, as MySQL's INSERT IGNORE did."""
+    first, second = "x" * 64 + "_in", "x" * 64 + "_out"
+    try:
+        store.record_model_metrics(storage_url, "s", 1, split="validation", seed=1, metrics={first: 1.0, second: 2.0})
+    except Exception as exc:  # noqa: BLE001 - the driver's own error type
+        assert "too long" in str(exc).lower(), exc
+        assert _rows(storage_url, "SELECT count(*) FROM songhpo_trial_metrics") == [(0,)]  # nothing half-written
+        assert not storage_url.startswith("sqlite")
+    else:
+        assert dict(_rows(storage_url, "SELECT metric, value FROM songhpo_trial_metrics")) == {first: 1.0, second: 2.0}
+        assert storage_url.startswith("sqlite")
+
+
+@pytest.mark.mysql
+def test_mysql_schema_lock_not_taken_is_an_error(mysql_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """GET_LOCK returns 0 on timeout: the upgrade must stop there, not go on without the lock."""
+    import pymysql
+    from sqlalchemy.engine import make_url
+
+    import storage.db
+
+    url = make_url(mysql_url)
+    holder = pymysql.connect(host=url.host, port=url.port, user=url.username, password=url.password or "",
+                             database=url.database)
+    try:
+        with holder.cursor() as cursor:  # another process holding the schema lock
+            cursor.execute("SELECT GET_LOCK('songhpo_schema', 0)")
+            assert cursor.fetchone() == (1,)
+        monkeypatch.setattr(storage.db, "_LOCK_SECONDS", 1)
+        with pytest.raises(InputError, match=r"could not take the schema lock 'songhpo_schema' within 1 s"):
+            ensure_schema(create_results_engine(mysql_url))
+        assert "songhpo_trial_metrics" not in inspect(create_results_engine(mysql_url)).get_table_names()
+    finally:
+        holder.close()
+    dispose_engines()
+    assert schema_revision(engine_for(mysql_url)) == head_revision()  # lock released: the upgrade runs
 
 
 def test_snapshot_round_trip(storage_url: str) -> None:
@@ -290,9 +331,9 @@ def test_a_recreated_study_starts_with_empty_tables(prepared_synth: Path, tmp_pa
     dispose_engines()
 
 
-@pytest.mark.postgres
-def test_two_workers_on_postgresql_lose_nothing(prepared_synth: Path, postgres_url: str, tmp_path: Path) -> None:
-    config = write_toml(tmp_path / "study.toml", tiny_study_config(prepared_synth, postgres_url, trials=4))
+def test_two_workers_on_a_server_lose_nothing(prepared_synth: Path, server_url: str, tmp_path: Path) -> None:
+    """Two worker processes on PostgreSQL, and on MariaDB/MySQL."""
+    config = write_toml(tmp_path / "study.toml", tiny_study_config(prepared_synth, server_url, trials=4))
     created = run_cli("study", "create", str(config))
     assert created.returncode == 0, created.stderr
     env = {**os.environ, "SONGHPO_PROGRESS": "0"}
@@ -306,22 +347,23 @@ def test_two_workers_on_postgresql_lose_nothing(prepared_synth: Path, postgres_u
         assert "could not record" not in err
         reports.append(json.loads(out))
     assert [r["completed"] for r in reports] == [2, 2]  # both really worked
-    study = optuna.load_study(study_name="tiny", storage=postgres_url)
+    study = optuna.load_study(study_name="tiny", storage=server_url)
     complete = study.get_trials(states=(TrialState.COMPLETE,))
     assert sum(r["completed"] for r in reports) == len(complete) >= 4
     try:
-        stored = _metric_rows(postgres_url, "tiny", "validation")
+        stored = _metric_rows(server_url, "tiny", "validation")
         assert set(stored) == {(t.number, t.user_attrs["seed"]) for t in complete}
         for trial in complete:
             assert stored[(trial.number, trial.user_attrs["seed"])] == {
                 k: (None if v is None else float(v)) for k, v in validation_metrics(trial).items()}
-        n_rows, n_distinct = _rows(postgres_url, "SELECT count(*), count(DISTINCT (trial, seed, metric)) "
-                                                 "FROM songhpo_trial_metrics")[0]
+        (n_rows,), (n_distinct,) = (_rows(server_url, "SELECT count(*) FROM songhpo_trial_metrics")[0],
+                                    _rows(server_url, "SELECT count(*) FROM (SELECT DISTINCT trial, seed, metric "
+                                                      "FROM songhpo_trial_metrics) AS d")[0])
         assert n_rows == n_distinct == sum(len(v) for v in stored.values())
-        per_trial = dict(_rows(postgres_url, "SELECT trial, count(*) FROM songhpo_bucket_metrics GROUP BY trial"))
+        per_trial = dict(_rows(server_url, "SELECT trial, count(*) FROM songhpo_bucket_metrics GROUP BY trial"))
         assert per_trial == {t.number: 2 * (len(t.user_attrs["buckets"]["edges"]) - 1) for t in complete}
         # Re-recording everything (a worker restarting) adds nothing.
-        assert not any(record_trial(postgres_url, "tiny", t) for t in complete)
+        assert not any(record_trial(server_url, "tiny", t) for t in complete)
     finally:
         dispose_engines()
 

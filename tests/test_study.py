@@ -239,18 +239,34 @@ def test_joining_by_name_uses_the_study_heartbeat(finished_study: optuna.Study, 
     assert isinstance(study.sampler, optuna.samplers.NSGAIISampler) and study.sampler._population_size == 4
 
 
-def test_a_joiner_waits_until_the_study_is_fully_created(finished_study: optuna.Study, study_dir: Path) -> None:
+def test_a_joiner_waits_until_the_study_is_fully_created(finished_study: optuna.Study, study_dir: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     import threading
+    import time
+    import types
 
+    import hpo.study
     from hpo.study import CONFIG_ATTR, READY_ATTR, SAFEGUARD_ATTR
 
     url = f"sqlite:///{study_dir / 'late.db'}"
     # A study whose creator has written the Optuna row but not yet its songhpo attributes.
     half = optuna.create_study(study_name="late", storage=url, directions=["maximize"] * 3)
+    # The event: load_study has looked at the half-created study twice and gone back to waiting each time.
+    waits: list[float] = []
+    waited_twice = threading.Event()
+
+    def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        if len(waits) >= 2:
+            waited_twice.set()
+        time.sleep(seconds)
+
+    clock = {name: getattr(time, name) for name in dir(time) if not name.startswith("_")}
+    monkeypatch.setattr(hpo.study, "time", types.SimpleNamespace(**{**clock, "sleep": sleep}))
     joined: dict[str, object] = {}
     joiner = threading.Thread(target=lambda: joined.update(result=load_study("late", url)))
     joiner.start()
-    joiner.join(timeout=2.0)
+    assert waited_twice.wait(timeout=60)
     assert joiner.is_alive() and not joined  # still waiting: it did not fail, nor run without the config
     for key in (CONFIG_ATTR, SAFEGUARD_ATTR, "dataset_fingerprint"):
         half.set_user_attr(key, finished_study.user_attrs[key])
