@@ -64,10 +64,16 @@ def main() -> int:
     parser.add_argument("--spaces", default="default,paper", help="presets to measure (default: default,paper)")
     parser.add_argument("--samples", type=int, default=30, help="configurations per space and dataset")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, help="append one JSON row per trained configuration")
+    parser.add_argument("--out", type=Path, help="append one JSON row per trained configuration; rows already there "
+                        "(same dataset, space and draw) are reused, so an interrupted run resumes")
     args = parser.parse_args()
     spaces = [s.strip() for s in args.spaces.split(",") if s.strip()]
 
+    done: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    if args.out and args.out.exists():
+        for line in args.out.read_text().splitlines():
+            row = json.loads(line)
+            done.setdefault((row["dataset"], row["space"]), []).append(row)
     table = []
     for path in args.prepared:
         dataset = PreparedDataset.load(path)
@@ -84,8 +90,12 @@ def main() -> int:
             space = resolve_search_space(config, dataset).search_space
             rng = np.random.default_rng([args.seed, spaces.index(space_name)])
             rows[space_name] = []
+            previous = done.get((name, space_name), [])
             for i in range(args.samples):
                 params = draw(space, rng)
+                if i < len(previous):
+                    rows[space_name].append(previous[i])
+                    continue
                 cpu = time.process_time()
                 outcome = run_configuration(data, params, seed=args.seed + 1 + i)
                 row = {"dataset": name, "space": space_name, "params": params, **outcome.metrics,
