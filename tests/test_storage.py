@@ -91,7 +91,8 @@ def test_trial_rows_follow_a_running_study(storage_url: str, prepared_synth: Pat
     for trial in complete:
         rows = stored[(trial.number, trial.user_attrs["seed"])]
         expected = {k: trial.user_attrs[k] for k in [*METRIC_KEYS, "train_seconds", "knn_seconds",
-                                                      "metrics_seconds", "trial_seconds", "constraint_hardneg"]}
+                                                      "metrics_seconds", "trial_seconds", "cpu_seconds",
+                                                      "constraint_hardneg"]}
         assert set(rows) == set(expected)
         for name, value in expected.items():
             assert _same(rows[name], value), (trial.number, name, rows[name], value)
