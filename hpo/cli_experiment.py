@@ -46,6 +46,9 @@ def add_experiment_commands(commands: Any) -> None:
     run.add_argument("--fix", action="append", default=[], metavar="PARAM=VALUE",
                      help="fix a Word2Vec parameter in every study, the baseline included (repeatable; e.g. min_count=1 "
                      "so that songs with fewer than 5 plays get a vector); a fixed searched parameter is not searched")
+    run.add_argument("--search-preset", default="paper", choices=("default", "paper"),
+                     help="search space of every study: 'paper' (the paper's five parameters and ranges, default) or "
+                     "'default' (songhpo's space, 'songhpo study init' shows it)")
     run.set_defaults(handler=_cmd_run)
 
     report = sub.add_parser(
@@ -102,7 +105,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         dataset=args.dataset, out=args.out, storage=args.storage, name=args.name, trials=args.trials,
         seeds=args.seeds, seed=args.seed, population_size=args.population_size, k=args.k,
         modes=tuple(m.strip() for m in args.modes.split(",") if m.strip()), scales=_fractions(args.scales),
-        scale_modes=tuple(m.strip() for m in args.scale_modes.split(",") if m.strip()), fixed=_fixed(args.fix))
+        scale_modes=tuple(m.strip() for m in args.scale_modes.split(",") if m.strip()), fixed=_fixed(args.fix),
+        search_preset=args.search_preset)
     document = run_experiment(settings)
     summary = {
         "results": str(args.out / "results.json"),

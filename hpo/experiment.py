@@ -50,7 +50,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpo import __version__
 from hpo._atomic import atomic_write_text
-from hpo.config import StudyConfig, parse_config
+from hpo.config import SEARCH_PRESETS, StudyConfig, parse_config
 from hpo.dataset import PreparedDataset
 from hpo.errors import InputError
 from hpo.results import evaluate_front, retrain_seed, training_params
@@ -96,6 +96,8 @@ class ExperimentSettings:
     scales: tuple[float, ...] = DEFAULT_SCALES
     scale_modes: tuple[str, ...] = ("nsga2",)
     fixed: tuple[tuple[str, int | float], ...] = ()
+    #: The paper's five parameters by default: the experiment reproduces the paper's comparison.
+    search_preset: str = "paper"
 
     def validate(self) -> None:
         unknown = [m for m in self.modes if m not in MODES]
@@ -117,6 +119,8 @@ class ExperimentSettings:
             raise InputError(f"--population-size {self.population_size}: expected at least 2")
         if self.k < 1:
             raise InputError(f"--k {self.k}: expected a positive integer")
+        if self.search_preset not in SEARCH_PRESETS:
+            raise InputError(f"--search-preset {self.search_preset!r}: expected one of {', '.join(SEARCH_PRESETS)}")
 
     @property
     def storage_url(self) -> str:
@@ -170,7 +174,7 @@ def plan_studies(settings: ExperimentSettings, dataset: PreparedDataset) -> list
         "dataset": str(settings.dataset), "storage": settings.storage_url, "seed": settings.seed,
         "trials": settings.trials, "evaluation": {"k": settings.k}, "training": {"workers": 1},
         # Fixed Word2Vec parameters (say min_count = 1) hold in every study, the baseline included.
-        "search_space": dict(settings.fixed),
+        "search_space": dict(settings.fixed), "search_preset": settings.search_preset,
     }
     per_mode: dict[str, dict[str, Any]] = {
         "baseline": {"trials": 1, "objectives": multi, "sampler": {"name": "nsga2"}},
@@ -369,7 +373,9 @@ def load_results(path: str | Path) -> dict[str, Any]:
 
 
 #: Settings that must agree for experiments to be reported together.
-_SHARED_SETTINGS = ("trials", "seeds", "seed", "k", "population_size", "fixed")
+_SHARED_SETTINGS = ("trials", "seeds", "seed", "k", "population_size", "fixed", "search_preset")
+#: What a results file written before a setting existed had: nothing fixed, the paper's space.
+_SETTING_BEFORE = {"fixed": [], "search_preset": "paper"}
 
 
 def merge_results(documents: Sequence[dict[str, Any]], sources: Sequence[str]) -> dict[str, Any]:
@@ -388,8 +394,8 @@ def merge_results(documents: Sequence[dict[str, Any]], sources: Sequence[str]) -
             raise InputError(f"{source}: dataset fingerprint {document['dataset']['fingerprint'][:12]} differs from "
                              f"{sources[0]}'s {first['dataset']['fingerprint'][:12]}; only one dataset per page")
         for key in _SHARED_SETTINGS:
-            # Results written before --fix existed have no "fixed": nothing was fixed.
-            mine, theirs = document["settings"].get(key, []), first["settings"].get(key, [])
+            mine = document["settings"].get(key, _SETTING_BEFORE.get(key))
+            theirs = first["settings"].get(key, _SETTING_BEFORE.get(key))
             if mine != theirs:
                 flag = {"fixed": "fix"}.get(key, key).replace("_", "-")
                 raise InputError(f"{source}: --{flag} {mine} differs from {sources[0]}'s {theirs}; "

@@ -19,9 +19,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import json
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -36,9 +38,11 @@ from objectives.word2vec import GENSIM_DEFAULTS
 __all__ = [
     "LITERATURE_SETTINGS",
     "SPARSE_PAIR_LOSS",
+    "ParamsClaim",
     "answerable_pair_share",
     "initial_design",
     "make_sampler",
+    "params_claim_key",
     "population_size",
     "resolve_search_space",
     "sampler_seed",
@@ -83,42 +87,73 @@ def sampler_seed(study_seed: int, worker: int) -> int:
     return int(np.random.SeedSequence([study_seed, worker]).generate_state(1)[0])
 
 
-def make_sampler(config: StudyConfig, worker: int = 0) -> optuna.samplers.BaseSampler:
+#: Claims a parameter set for one trial of the study: ``True`` for the first claimant only, ever (see
+#: :func:`storage.results.claim`). Without one, distinctness is checked against the trials in the storage,
+#: which two workers sampling at the same moment can both pass.
+ParamsClaim = Callable[[Mapping[str, Any]], bool]
+
+
+def make_sampler(config: StudyConfig, worker: int = 0, claim: ParamsClaim | None = None) -> optuna.samplers.BaseSampler:
     """The sampler named in ``config`` for worker number ``worker``, always passed explicitly.
 
     Model-based samplers start modelling after the first generation (:func:`population_size` trials).
+    ``claim`` makes their proposals distinct across concurrent workers too (:class:`_DistinctProposals`).
     """
     seed = sampler_seed(config.seed, worker)
     startup = population_size(config)
     name = config.sampler.name
+    sampler: optuna.samplers.BaseSampler
     if name == "nsga2":
-        return _DistinctNSGAII(population_size=startup, seed=seed)
-    if name == "gp":
+        sampler = _DistinctNSGAII(population_size=startup, seed=seed)
+    elif name == "gp":
         require_gp()
-        return _DistinctGP(seed=seed, n_startup_trials=startup)
-    if name == "tpe":
-        return _DistinctTPE(seed=seed, multivariate=True, n_startup_trials=startup)
-    return optuna.samplers.RandomSampler(seed=seed)
+        sampler = _DistinctGP(seed=seed, n_startup_trials=startup)
+    elif name == "tpe":
+        sampler = _DistinctTPE(seed=seed, multivariate=True, n_startup_trials=startup)
+    else:
+        return optuna.samplers.RandomSampler(seed=seed)
+    sampler._claim_params = claim  # type: ignore[attr-defined]
+    return sampler
+
+
+def params_claim_key(params: Mapping[str, Any]) -> str:
+    """The claim key of a parameter set: a digest of its sorted names and exact values."""
+    text = json.dumps(sorted((name, repr(value)) for name, value in params.items()))
+    return "params:" + hashlib.sha256(text.encode()).hexdigest()[:40]
 
 
 class _DistinctProposals:
     """Sampler mixin: a proposal that copies an earlier trial's parameters is changed before it runs.
 
     NSGA-II copies a parent when it skips crossover and mutation (about 3% of children with six
-    parameters), and a model-based sampler may propose its incumbent again; a copy would spend a trial's
-    budget on a known result. One parameter of the copy (a continuous one when there is one) is left to
-    the sampler's independent sampling instead, as NSGA-II's own mutation does.
+    parameters), two workers may breed the same child from the same parents at the same moment, and a
+    model-based sampler may propose its incumbent again; a copy would spend a trial's budget on a known
+    result. One parameter of the copy (a continuous one when there is one) is redrawn by the sampler's
+    independent sampling, as NSGA-II's own mutation does, until the set is new and claimed
+    (:data:`ParamsClaim`) or :data:`_REDRAWS` tries are spent (a small, exhausted space: the copy runs).
     """
+
+    _claim_params: ParamsClaim | None = None
 
     def sample_relative(self, study: optuna.Study, trial: optuna.trial.FrozenTrial,
                         search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
         params = super().sample_relative(study, trial, search_space)  # type: ignore[misc]
-        if params and set(params) == set(search_space) and _taken(study, params):
-            continuous = [name for name, d in search_space.items() if isinstance(d, FloatDistribution)]
-            names = continuous or list(params)
-            drop = names[int(np.random.default_rng([trial.number, 0xD1]).integers(len(names)))]
-            params = {name: value for name, value in params.items() if name != drop}
+        if not params or set(params) != set(search_space):
+            return params
+        continuous = [name for name, d in search_space.items() if isinstance(d, FloatDistribution)]
+        names = continuous or list(params)
+        rng = np.random.default_rng([trial.number, 0xD1])
+        for _ in range(_REDRAWS):
+            if not _taken(study, params) and (self._claim_params is None or self._claim_params(params)):
+                return params
+            redraw = names[int(rng.integers(len(names)))]
+            value = self.sample_independent(study, trial, redraw, search_space[redraw])  # type: ignore[attr-defined]
+            params = {**params, redraw: value}
         return params
+
+
+#: Redraws of one parameter before a copied proposal is let through.
+_REDRAWS = 20
 
 
 def _taken(study: optuna.Study, params: Mapping[str, Any]) -> bool:

@@ -39,7 +39,7 @@ from hpo.dataset import PreparedDataset
 from hpo.errors import InputError
 from hpo.evaluation import evaluation_data
 from hpo.results import on_study_created, on_worker_start, record_completed_trial
-from hpo.search import initial_design, make_sampler, require_gp, resolve_search_space
+from hpo.search import initial_design, make_sampler, params_claim_key, require_gp, resolve_search_space
 from metrics.evaluate import EvaluationSettings
 from objectives.trial import (
     PER_SONG_ATTR,
@@ -497,7 +497,9 @@ def run_worker(
     on_worker_start(study, config, dataset)
     safeguard = study.user_attrs[SAFEGUARD_ATTR]  # set before READY_ATTR, which load_study waited for
     report = WorkerReport(worker=claim_worker(study, config))
-    study.sampler = make_sampler(config, report.worker)
+    owner = f"{socket.gethostname()}:{os.getpid()}"
+    study.sampler = make_sampler(config, report.worker,
+                                 claim=lambda params: _claim(config, study, params_claim_key(params), owner))
     _log.info("worker %d of study %s (%s sampler)", report.worker, study.study_name, config.sampler.name)
     reference: dict[str, HardNegReference | None] = {}
 

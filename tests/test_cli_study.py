@@ -30,7 +30,9 @@ def test_init_writes_the_example_which_validates(tmp_path: Path) -> None:
     assert config.objectives == ["ndcg", "ch_artist", "ch_genre"] and config.sampler.name == "nsga2"
     assert config.dataset == (tmp_path / "prepared").resolve()
     assert config.storage == f"sqlite:///{(tmp_path / 'songhpo.db').resolve()}"
-    assert set(tomllib.loads(text)["search_space"]) == {"vector_size", "window", "ns_exponent", "negative", "alpha"}
+    # The example overrides nothing: the preset's ranges are searched, and listed as comments.
+    assert tomllib.loads(text)["search_space"] == {} and tomllib.loads(text)["search_preset"] == "default"
+    assert set(config.search_space) == {"vector_size", "window", "ns_exponent", "negative", "alpha", "epochs", "sample"}
     again = run_cli("study", "init", "--out", str(tmp_path / "study.toml"))
     assert again.returncode == 2 and "already exists" in again.stderr
 

@@ -25,6 +25,7 @@ from hpo.search import (
     answerable_pair_share,
     initial_design,
     make_sampler,
+    params_claim_key,
     population_size,
     resolve_search_space,
     sampler_seed,
@@ -448,6 +449,41 @@ def test_a_proposal_copying_an_earlier_trial_is_changed() -> None:
         study.optimize(lambda t: t.suggest_float("x", 0, 1) + t.suggest_int("n", 1, 3), n_trials=6)
         keys = {_param_key(t) for t in study.trials}
         assert (len(keys) == 6) is distinct
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")
+def test_two_workers_breeding_the_same_child_at_once_get_distinct_ones(prepared_synth: Path, tmp_path: Path) -> None:
+    """Two workers sample before either writes its parameters: only the storage claim can tell them apart."""
+    from storage import results as store
+
+    storage = f"sqlite:///{tmp_path / 'c.db'}"
+    config = _config(prepared_synth, storage, trials=12, sampler={"name": "nsga2", "population_size": 4})
+    create_study(config)
+    study, config = load_study("tiny", storage)
+    run_worker(study, config.model_copy(update={"trials": 8}))  # two generations: parents exist
+    space = study.sampler.infer_relative_search_space(study, study.trials[-1])
+
+    study.sampler = make_sampler(config, worker=7)
+    trial = study._storage.get_trial(study.ask()._trial_id)
+
+    def propose(claim, worker):  # type: ignore[no-untyped-def]
+        # Two workers with the same history and sampler state breed the same child (the race, made certain).
+        return make_sampler(config, worker=worker, claim=claim).sample_relative(study, trial, space)
+
+    propose(None, 0)  # the first proposal of a generation caches its parents (later ones draw less)
+    # A child NSGA-II does not mutate (a mutated parameter is drawn later, independently, hence new).
+    worker = next(w for w in range(100) if set(propose(None, w)) == set(space))
+    unclaimed = [propose(None, worker), propose(None, worker)]
+    assert unclaimed[0] == unclaimed[1]
+
+    def claim(params):  # type: ignore[no-untyped-def]
+        return store.claim(storage, "tiny", params_claim_key(params), "test")
+
+    claimed = [propose(claim, worker), propose(claim, worker)]
+    assert claimed[0] != claimed[1] and set(claimed[1]) == set(space)
+    # Exactly one parameter was redrawn, and the second child is claimed too.
+    assert sum(claimed[0][n] != claimed[1][n] for n in space) == 1
+    assert not claim(claimed[0]) and not claim(claimed[1])
 
 
 @pytest.mark.parametrize(("plays", "high"), [(139_000, 120), (2_000_000, 120), (2_000_001, 119), (24_000_000, 10),
