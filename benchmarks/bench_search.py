@@ -24,7 +24,10 @@ Everything is measured on validation, in ratios to gensim's defaults of the same
 * ``untrained``: share of trials with NDCG or CH-artist (CH-genre without artists) below 20% of the
   baseline's (issue 13's definition), and the same with local coherence in place of CH;
 * ``CPU h``: the CPU hours the study's trials used (``cpu_seconds`` of every trial), and ``HV-1 per CPU h``;
-* the anchors against each front: how many feasible front members dominate each anchor.
+* the anchors against each front: how many feasible front members dominate each anchor;
+* a second table: the anchors' own ratios to gensim's defaults (the literature setting trained with each
+  study seed, cached in ``DIR/anchors.json``; the TPE anchor's best) next to each study's best feasible
+  NDCG and its balanced compromise.
 
 Means over seeds with 95% Student-t intervals; the named baseline of every ratio column is random search
 at the same budget, in the same run. Progress goes to stderr, the table to stdout, the numbers to
@@ -149,7 +152,8 @@ def main() -> int:
     optuna.logging.set_verbosity(optuna.logging.ERROR)
 
     summary: dict[str, Any] = {}
-    table = []
+    table: list[list[str]] = []
+    anchor_rows: list[list[str]] = []
     for path in args.prepared:
         dataset = PreparedDataset.load(path)
         metrics = multi_objectives(dataset)
@@ -163,16 +167,12 @@ def main() -> int:
             assert base is not None
             best = max(tpe.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: t.values[0])
             tpe_best.append(_ratios(best, base, metrics))
+        best_ndcg: list[float] = []
         for seed in seeds:
-            config = parse_config({"name": "anchor", "dataset": str(path), "seed": seed}, "anchor")
-            data = trial_data(config, dataset)
-            defaults = run_configuration(data, {}, seed=seed)
-            literature = run_configuration(data, LITERATURE_SETTINGS["caselles-dupre-2018"], seed=seed)
-            anchors = {
-                "defaults": np.ones(len(metrics)),
-                "literature": np.array([literature.metrics[m] / defaults.metrics[m] for m in metrics]),
-                "tpe-ndcg": tpe_best[seeds.index(seed) % len(tpe_best)],
-            }
+            anchors = {"defaults": np.ones(len(metrics)),
+                       "literature": _literature_ratios(dataset, metrics, seed, args.out / "anchors.json")}
+            if tpe_best:  # --anchor-seeds '' skips the TPE anchor
+                anchors["tpe-ndcg"] = tpe_best[seeds.index(seed) % len(tpe_best)]
             summary.setdefault(path.name, {}).setdefault("anchors", {})[seed] = {k: v.tolist() for k, v in anchors.items()}
             for sampler, sampler_budgets in plan.items():
                 for budget in sampler_budgets:
@@ -180,6 +180,7 @@ def main() -> int:
                                    objectives=metrics, sampler={"name": sampler})
                     runs.setdefault((sampler, budget), []).append(summarise(study, metrics, anchors))
         summary[path.name]["runs"] = {f"{s}@{b}": rows for (s, b), rows in runs.items()}
+        anchor_rows.extend(_anchor_rows(path.name, summary[path.name]["anchors"], runs, plan, metrics))
         for budget in budgets:
             reference = _runs_at(runs, "random", budget)
             for sampler in samplers:
@@ -193,7 +194,47 @@ def main() -> int:
                "NDCG vs random", "balanced NDCG / CH-artist / CH-genre", "untrained (CH / coherence)", "infeasible", "CPU h",
                "HV-1 per CPU h", "front dominates defaults / literature / tpe-ndcg"]
     print(format_table(headers, table))
+    print()
+    print(format_table(["dataset", "configuration", "seeds", "NDCG", "CH-artist / CH-genre (ratios to defaults)"],
+                       anchor_rows))
     return 0
+
+
+def _literature_ratios(dataset: PreparedDataset, metrics: list[str], seed: int, cache: Path) -> np.ndarray:
+    """Metrics of the literature setting over gensim's defaults, both trained with ``seed`` (cached in
+    ``cache`` by dataset fingerprint and seed, so a re-run for the table trains nothing)."""
+    cached = json.loads(cache.read_text()) if cache.exists() else {}
+    key = f"{dataset.fingerprint}:{seed}"
+    if key not in cached:
+        config = parse_config({"name": "anchor", "dataset": str(dataset.path), "seed": seed}, "anchor")
+        data = trial_data(config, dataset)
+        defaults = run_configuration(data, {}, seed=seed)
+        literature = run_configuration(data, LITERATURE_SETTINGS["caselles-dupre-2018"], seed=seed)
+        cached[key] = {m: literature.metrics[m] / defaults.metrics[m] for m in literature.metrics
+                       if m in defaults.metrics and defaults.metrics[m]}
+        cache.write_text(json.dumps(cached, indent=1) + "\n")
+    return np.array([cached[key][m] for m in metrics])
+
+
+def _anchor_rows(dataset: str, anchors: dict[int, dict[str, list[float]]], runs: dict[tuple[str, int], list[dict[str, Any]]],
+                 plan: dict[str, list[int]], metrics: list[str]) -> list[list[str]]:
+    """Ratios to gensim's defaults of each anchor and of each study's best feasible NDCG, over seeds."""
+    rows = []
+    for name in ("literature", "tpe-ndcg"):
+        points = [a[name] for a in anchors.values() if name in a]
+        if points:
+            label = "caselles-dupre-2018" if name == "literature" else "tpe-ndcg best (anchor seeds)"
+            rows.append([dataset, label, str(len(points)), _mean_ci([p[0] for p in points]),
+                         " / ".join(_mean_ci([p[i] for p in points]) for i in range(1, len(metrics)))])
+    for sampler, budgets in plan.items():
+        for budget in budgets:
+            found = runs.get((sampler, budget), [])
+            if found:
+                rows.append([dataset, f"{sampler}@{budget}: best feasible NDCG", str(len(found)),
+                             _mean_ci([r[f"ndcg@{budget}"] for r in found if f"ndcg@{budget}" in r]),
+                             "balanced: " + " / ".join(_mean_ci([r[f"balanced_{m}"] for r in found if f"balanced_{m}" in r])
+                                                       for m in metrics[1:])])
+    return rows
 
 
 def _runs_at(runs: dict[tuple[str, int], list[dict[str, Any]]], sampler: str,
@@ -231,6 +272,7 @@ def _table_row(dataset: str, sampler: str, budget: int, rows: list[dict[str, Any
     balanced = " / ".join(_mean_ci(values(f"balanced_{m}")) for m in metrics) if not prefix else "(80-trial run)"
     anchors = " / ".join(
         f"{statistics.fmean(r['anchors_dominated_by'][name] > 0 for r in rows):.0%}"
+        if name in rows[0]["anchors_dominated_by"] else "-"
         for name in ("defaults", "literature", "tpe-ndcg")) if not prefix else "-"
     label = f"{budget} (prefix)" if prefix else str(budget)
     return [dataset, sampler, label, str(len(rows)), _mean_ci(values("hv@40")), _mean_ci(values(f"hv@{budget}")),
