@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from hpo._table import format_table, format_value
-from hpo.dataset import SPLITS
+from hpo.choices import SPLITS
 from hpo.errors import InputError
 
 __all__ = ["add_eval_command"]

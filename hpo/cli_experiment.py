@@ -15,7 +15,7 @@ __all__ = ["add_experiment_commands"]
 
 def add_experiment_commands(commands: Any) -> None:
     """Register ``experiment run`` and ``experiment report`` on the top-level ``commands``."""
-    from hpo.experiment import DEFAULT_SCALES, MODES
+    from hpo.choices import DEFAULT_SCALES, MODES
 
     experiment = commands.add_parser(
         "experiment", help="the paper's experiments: modes, test CIs, scale study, results page",

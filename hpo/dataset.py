@@ -45,11 +45,11 @@ import numpy as np
 import pandas as pd
 
 from hpo._npy import NpyError, NpyHeader, read_npy, read_npy_header
+from hpo.choices import SPLITS
 from hpo.errors import InputError, first_line
 
 FORMAT_NAME = "songhpo-prepared"
 FORMAT_VERSION = 1
-SPLITS = ("validation", "test")
 #: Files totalling at most this many bytes have their SHA-256 checked at every load (~0.1 s).
 HASH_ON_LOAD_BYTES = 64 * 2**20
 

@@ -50,6 +50,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpo import __version__
 from hpo._atomic import atomic_write_text
+from hpo.choices import DEFAULT_SCALES, MODES
 from hpo.config import SEARCH_PRESETS, StudyConfig, parse_config
 from hpo.dataset import PreparedDataset
 from hpo.errors import InputError
@@ -68,8 +69,6 @@ __all__ = ["MODES", "ExperimentSettings", "StudyPlan", "load_results", "merge_re
 
 _log = logging.getLogger(__name__)
 
-MODES = ("baseline", "ndcg", "clustering", "random", "nsga2", "nsga2-free")
-DEFAULT_SCALES = (0.1, 0.25, 0.5, 1.0)
 RESULTS_FILE = "results.json"
 RESULTS_FORMAT = "songhpo-experiment"
 RESULTS_VERSION = 1

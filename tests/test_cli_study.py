@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -19,6 +21,16 @@ def test_every_study_command_has_help() -> None:
                     ["study", "list", "--help"], ["demo", "--help"], ["eval", "--help"]):
         result = run_cli(*command)
         assert result.returncode == 0 and "usage: songhpo" in result.stdout, command
+
+
+def test_the_parser_imports_no_heavy_library() -> None:
+    """``songhpo --help`` builds every command's parser: it must not wait for pandas, Optuna or gensim."""
+    code = ("import sys\nfrom hpo.cli import build_parser\nbuild_parser()\n"
+            "print(','.join(m for m in ('numpy', 'pandas', 'sqlalchemy', 'optuna', 'gensim', 'faiss', 'scipy', "
+            "'pydantic', 'plotly') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == ""
 
 
 def test_init_writes_the_example_which_validates(tmp_path: Path) -> None:
