@@ -12,6 +12,10 @@ from pathlib import Path
 from hpo.errors import InputError
 
 
+#: ``--out -``: the command writes its one output file to stdout (its summary then goes to stderr).
+STDOUT = Path("-")
+
+
 def check_replaceable(target: str | Path, inputs: Sequence[str | Path] = ()) -> None:
     """Refuse to replace ``target`` (``--out`` with ``--force``) when that would delete something else.
 

@@ -51,6 +51,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("songhpo: interrupted", file=sys.stderr)
         _exit_now_after_interrupt(130)
+    except BrokenPipeError:
+        # The reader went away (`songhpo study status ... | head -1`): stop quietly, as Unix tools killed by
+        # SIGPIPE do; stdout points at /dev/null so the interpreter's final flush cannot fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 def _exit_now_after_interrupt(code: int) -> NoReturn:
@@ -161,7 +166,7 @@ def _add_study_commands(commands: Any) -> Any:
 
     init = sub.add_parser("init", help="write a commented example study config",
                           description="Write a commented example study configuration (TOML).")
-    init.add_argument("--out", type=Path, default=Path("study.toml"), help="config file to write (default study.toml)")
+    init.add_argument("--out", type=Path, default=Path("study.toml"), help="config file to write ('-' for stdout; default study.toml)")
     init.add_argument("--force", action="store_true", help="replace --out if it exists")
     init.set_defaults(handler=_cmd_study_init)
 
@@ -278,9 +283,12 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 
 def _cmd_study_init(args: argparse.Namespace) -> int:
-    from hpo._atomic import atomic_write_text
+    from hpo._atomic import STDOUT, atomic_write_text
     from hpo.config import EXAMPLE_CONFIG
 
+    if args.out == STDOUT:
+        sys.stdout.write(EXAMPLE_CONFIG)
+        return 0
     if args.out.is_dir():
         raise InputError(f"--out {args.out}: is a directory; give a file name such as {args.out / 'study.toml'}")
     if args.out.exists() and not args.force:
@@ -336,7 +344,8 @@ def _cmd_study_status(args: argparse.Namespace) -> int:
         return 0
     print(f"study {status['study']}: objectives {', '.join(status['objectives'] or [])} "
           f"({', '.join(status['directions'])})")
-    print("trials: " + ", ".join(f"{k} {v}" for k, v in status["trials"].items() if v))
+    budget = f" (budget: {status['budget']} completed)" if status.get("budget") else ""
+    print("trials: " + ", ".join(f"{k} {v}" for k, v in status["trials"].items() if v) + budget)
     print(f"infeasible (HardNeg safeguard): {status['infeasible']}; feasible Pareto front: {status['pareto_front_size']} trials")
     if status["baseline"]:
         base = status["baseline"]
@@ -381,15 +390,20 @@ def _print_rows(rows: list[dict[str, Any]], title: str) -> None:
 def _cmd_study_list(args: argparse.Namespace) -> int:
     import optuna
 
-    from hpo.study import open_storage_url, require_sqlite_file
+    from hpo.study import CONFIG_ATTR, open_storage_url, require_sqlite_file, safe_url
 
     require_sqlite_file(args.storage)
     storage = open_storage_url(args.storage)
     rows = []
     for summary in optuna.get_all_study_summaries(storage, include_best_trial=False):
-        rows.append({"study": summary.study_name, "trials": summary.n_trials,
-                     "objectives": ", ".join(summary.metric_names or []) if hasattr(summary, "metric_names") else "",
+        # Our studies keep their config; a plain Optuna study in the same storage shows its directions.
+        config = summary.user_attrs.get(CONFIG_ATTR) or {}
+        objectives = config.get("objectives") or [d.name.lower() for d in summary.directions]
+        rows.append({"study": summary.study_name, "trials": summary.n_trials, "objectives": ", ".join(objectives),
                      "created": summary.datetime_start.isoformat(timespec="seconds") if summary.datetime_start else None})
+    if not rows:
+        print(f"no studies in {safe_url(args.storage)}")
+        return 0
     _print_rows(rows, "studies")
     return 0
 

@@ -42,7 +42,7 @@ def add_dashboard_commands(commands: Any) -> None:
     report.add_argument("name", help="study name")
     _storage_argument(report)
     report.add_argument("--out", type=Path, default=Path("report.html"),
-                        help="HTML file to write (default report.html)")
+                        help="HTML file to write ('-' for stdout; default report.html)")
     report.add_argument("--png", type=Path, default=None, metavar="DIR",
                         help="also write each figure as DIR/<figure>.png (needs kaleido and Chrome/Chromium)")
     report.set_defaults(handler=_cmd_report)
@@ -57,29 +57,35 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from dashboards.report import PngExportUnavailable, build_report, latest_snapshot
-    from hpo._atomic import check_replaceable
+    from hpo._atomic import STDOUT, check_replaceable
     from hpo.study import load_study
     from storage.db import sqlite_file
 
     out: Path = args.out
     if out.is_dir():
         raise InputError(f"--out {out}: is a directory; expected an HTML file path")
-    check_replaceable(out, [p for p in [sqlite_file(args.storage)] if p is not None])
+    if out != STDOUT:
+        check_replaceable(out, [p for p in [sqlite_file(args.storage)] if p is not None])
     if args.png is not None and args.png.exists() and not args.png.is_dir():
         raise InputError(f"--png {args.png}: is a file; expected a directory")
     study, _ = load_study(args.name, args.storage)
     snapshot = latest_snapshot(args.storage, args.name)
     report = build_report(study, snapshot)
-    report.write_html(out)
+    if out == STDOUT:
+        sys.stdout.write(report.to_html())
+        sys.stdout.flush()
+    else:
+        report.write_html(out)
     pngs: list[str] | None = None
     if args.png is not None:
         try:
             pngs = [str(p) for p in report.write_pngs(args.png)]
         except PngExportUnavailable as exc:
             _log.warning("--png: %s; PNG files skipped", exc)
-    json.dump({"study": study.study_name, "report": str(out), "png": pngs,
-               "snapshot": None if snapshot is None else snapshot.get("snapshot_id"),
-               "configurations": {c.role: c.trial.number for c in report.selection}},
-              sys.stdout, indent=2, sort_keys=True)
-    sys.stdout.write("\n")
+    summary = json.dumps({"study": study.study_name, "report": str(out), "png": pngs,
+                          "snapshot": None if snapshot is None else snapshot.get("snapshot_id"),
+                          "configurations": {c.role: c.trial.number for c in report.selection}},
+                         indent=2, sort_keys=True)
+    # The summary is the result, unless the page itself went to stdout.
+    print(summary, file=sys.stderr if out == STDOUT else sys.stdout)
     return 0

@@ -11,7 +11,7 @@ import os
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from hpo._table import format_table, format_value
 from hpo.errors import InputError
@@ -62,7 +62,7 @@ def add_result_commands(commands: Any, study_commands: Any) -> None:
     _storage_argument(export)
     export.add_argument("--format", choices=EXPORT_FORMATS, default=None,
                         help="file format (default: from the --out suffix)")
-    export.add_argument("--out", required=True, type=Path, help="output file")
+    export.add_argument("--out", required=True, type=Path, help="output file ('-' for stdout, with --format)")
     export.add_argument("--force", action="store_true", help="replace --out if it exists")
     export.set_defaults(handler=_cmd_export)
 
@@ -152,18 +152,22 @@ def _print_snapshot(snapshot: dict[str, Any]) -> None:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from hpo._atomic import check_replaceable
+    from hpo._atomic import STDOUT, check_replaceable
     from storage.db import sqlite_file
     from storage.results import snapshot_frame
 
     fmt = args.format or args.out.suffix.lower().lstrip(".")
     if fmt not in EXPORT_FORMATS:
         raise InputError(f"--out {args.out}: cannot tell the format from the suffix; pass --format csv, json or parquet")
-    if args.out.is_dir():
+    to_stdout = args.out == STDOUT
+    if to_stdout:
+        pass
+    elif args.out.is_dir():
         raise InputError(f"--out {args.out}: is a directory; give a file name such as {args.out / ('front.' + fmt)}")
-    if args.out.exists() and not args.force:
+    elif args.out.exists() and not args.force:
         raise InputError(f"{args.out}: already exists; choose another --out or pass --force to replace it")
-    check_replaceable(args.out, [p for p in [sqlite_file(args.storage)] if p is not None])
+    if not to_stdout:
+        check_replaceable(args.out, [p for p in [sqlite_file(args.storage)] if p is not None])
     snapshot = _latest(args.name, args.storage)
     if snapshot is None:
         from hpo.study import load_study
@@ -171,24 +175,36 @@ def _cmd_export(args: argparse.Namespace) -> int:
         load_study(args.name, args.storage)  # a clear error when the study does not exist either
         raise InputError(f"study {args.name!r} has no Pareto-front snapshot yet; run 'songhpo study evaluate {args.name}' first")
     frame = snapshot_frame(snapshot)
+    summary = json.dumps({"out": str(args.out), "format": fmt, "snapshot_id": snapshot["snapshot_id"],
+                          "rows": len(frame), "columns": len(frame.columns), "complete": snapshot["complete"]})
+    if to_stdout:
+        _write_frame(frame, sys.stdout.buffer, fmt)
+        sys.stdout.flush()
+        print(summary, file=sys.stderr)
+        return 0
     try:
         _write_atomically(args.out, lambda path: _write_frame(frame, path, fmt))
     except OSError as exc:
         raise InputError(f"--out {args.out}: cannot write ({exc.strerror or exc})") from exc
-    print(json.dumps({"out": str(args.out), "format": fmt, "snapshot_id": snapshot["snapshot_id"],
-                      "rows": len(frame), "columns": len(frame.columns), "complete": snapshot["complete"]}))
+    print(summary)
     return 0
 
 
-def _write_frame(frame: Any, path: Path, fmt: str) -> None:
+def _write_frame(frame: Any, target: Path | IO[bytes], fmt: str) -> None:
+    """``frame`` as ``fmt`` into a file path or a binary stream (stdout)."""
+    if fmt == "parquet":
+        frame.to_parquet(target, index=False)
+        return
     if fmt == "csv":
-        frame.to_csv(path, index=False)
-    elif fmt == "parquet":
-        frame.to_parquet(path, index=False)
+        text = frame.to_csv(index=False)
     else:
         # Not DataFrame.to_json: it rounds floats to 10 digits. NaN (unavailable) becomes null.
         records = [{k: _plain(v) for k, v in row.items()} for row in frame.to_dict(orient="records")]
-        path.write_text(json.dumps(records, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+        text = json.dumps(records, indent=2, allow_nan=False) + "\n"
+    if isinstance(target, Path):
+        target.write_text(text, encoding="utf-8")
+    else:
+        target.write(text.encode("utf-8"))
 
 
 def _plain(value: Any) -> Any:

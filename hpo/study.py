@@ -343,7 +343,16 @@ def _join(config: StudyConfig) -> optuna.Study:
                 f"{_brief(mine[key])}; join it by name ('songhpo study run {config.name} --storage URL') or create a "
                 "new study under another name"
             )
+    record_budget(study, config.trials)  # a config file that raised 'trials'
     return study
+
+
+def record_budget(study: optuna.Study, trials: int) -> None:
+    """Raise the budget in the study's stored config to ``trials`` (never lowers it), so that
+    ``study status``, the dashboard note and workers joining by name see the budget being worked to."""
+    stored = study.user_attrs[CONFIG_ATTR]
+    if trials > int(stored.get("trials", 0)):
+        study.set_user_attr(CONFIG_ATTR, {**stored, "trials": trials})
 
 
 def _brief(value: Any) -> str:
@@ -559,16 +568,23 @@ def run_worker(
         elapsed = time.perf_counter() - start
         remaining = None if n_trials is None else n_trials - ran_baseline
         done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
-        if done >= config.trials:
+        budget = config.trials
+        if remaining is not None and done + remaining > budget:
+            # An explicit trial count is run in full: the study's budget grows to hold it.
+            budget = done + remaining
+            record_budget(study, budget)
+            _log.info("study %s: budget raised to %d completed trials for this worker's %d", study.study_name, budget,
+                      remaining)
+        if done >= budget:
             _log.info("study %s has %d completed trials (budget %d): nothing to do; raise 'trials' in the config "
-                      "to run more", study.study_name, done, config.trials)
-        if (remaining is None or remaining > 0) and done < config.trials and (timeout is None or elapsed < timeout):
+                      "or pass --n-trials N to run N more", study.study_name, done, budget)
+        if (remaining is None or remaining > 0) and done < budget and (timeout is None or elapsed < timeout):
             study.optimize(
                 objective,
                 n_trials=remaining,
                 timeout=None if timeout is None else timeout - elapsed,
                 catch=(Exception,),
-                callbacks=[MaxTrialsCallback(config.trials, states=(TrialState.COMPLETE,)), on_trial_end],
+                callbacks=[MaxTrialsCallback(budget, states=(TrialState.COMPLETE,)), on_trial_end],
             )
     _publish_chart(study)
     warning = infeasibility_warning(study)
@@ -728,6 +744,7 @@ def study_status(study: optuna.Study) -> dict[str, Any]:
         "objectives": study.metric_names,
         "directions": [d.name.lower() for d in study.directions],
         "trials": counts,
+        "budget": study.user_attrs.get(CONFIG_ATTR, {}).get("trials"),
         "infeasible": sum(not t.user_attrs.get("feasible", True) for t in complete),
         "pareto_front_size": len(front),
         "baseline": None

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -133,6 +135,12 @@ def test_export_round_trips(study_db: SimpleNamespace, tmp_path: Path, fmt: str)
         for column, value in want.items():
             assert _equal(got[column], value), (fmt, column, got[column], value)
     assert [p.name for p in tmp_path.iterdir()] == [out.name]  # no temporary file left behind
+    # --out -: the same bytes on stdout (the summary moves to stderr), and no file named '-'.
+    piped = subprocess.run([sys.executable, "-m", "hpo", "pareto", "export", "tiny", "--storage", url, "--out", "-",
+                            "--format", fmt], capture_output=True, cwd=tmp_path, timeout=120)
+    assert piped.returncode == 0, piped.stderr
+    assert piped.stdout == out.read_bytes() and not (tmp_path / "-").exists()
+    assert json.loads(piped.stderr.decode().strip().splitlines()[-1])["rows"] == len(expected)
 
 
 def test_user_mistakes_exit_2_and_write_nothing(study_db: SimpleNamespace, tmp_path: Path) -> None:

@@ -33,6 +33,18 @@ def test_the_parser_imports_no_heavy_library() -> None:
     assert result.stdout.strip() == ""
 
 
+def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path: Path) -> None:
+    empty = f"sqlite:///{tmp_path / 'empty.db'}"
+    optuna.storages.RDBStorage(empty).engine.dispose()
+    # The read end is closed before the command prints anything: its first write meets a broken pipe.
+    process = subprocess.Popen([sys.executable, "-m", "hpo", "study", "list", "--storage", empty],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    process.stdout.close()
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 141 and "Traceback" not in err and "BrokenPipe" not in err, err
+
+
 def test_init_writes_the_example_which_validates(tmp_path: Path) -> None:
     result = run_cli("study", "init", "--out", str(tmp_path / "study.toml"))
     assert result.returncode == 0, result.stderr
@@ -45,6 +57,8 @@ def test_init_writes_the_example_which_validates(tmp_path: Path) -> None:
     # The example overrides nothing: the preset's ranges are searched, and listed as comments.
     assert tomllib.loads(text)["search_space"] == {} and tomllib.loads(text)["search_preset"] == "default"
     assert set(config.search_space) == {"vector_size", "window", "ns_exponent", "negative", "alpha", "epochs", "sample"}
+    piped = run_cli("study", "init", "--out", "-", cwd=tmp_path)
+    assert piped.returncode == 0 and piped.stdout == EXAMPLE_CONFIG and not (tmp_path / "-").exists()
     again = run_cli("study", "init", "--out", str(tmp_path / "study.toml"))
     assert again.returncode == 2 and "already exists" in again.stderr
 
@@ -63,7 +77,12 @@ def test_create_run_status_pareto_list(prepared_synth: Path, tmp_path: Path) -> 
     assert second.returncode == 0, second.stderr
     assert json.loads(second.stdout)["completed"] == 2
     status = json.loads(run_cli("study", "status", "tiny", "--storage", storage, "--json").stdout)
-    assert status["trials"]["complete"] == 4 and status["baseline"]["trial"] == 0
+    assert status["trials"]["complete"] == 4 and status["budget"] == 4 and status["baseline"]["trial"] == 0
+    # The budget is reached: an explicit --n-trials runs that many more, and the stored budget follows.
+    more = run_cli("study", "run", "tiny", "--storage", storage, "--n-trials", "2")
+    assert more.returncode == 0 and json.loads(more.stdout)["completed"] == 2, more.stderr
+    status = json.loads(run_cli("study", "status", "tiny", "--storage", storage, "--json").stdout)
+    assert status["trials"]["complete"] == 6 and status["budget"] == 6
     text_status = run_cli("study", "status", "tiny", "--storage", storage)
     assert "baseline (trial 0, gensim defaults)" in text_status.stdout
     pareto = json.loads(run_cli("study", "pareto", "tiny", "--storage", storage, "--json").stdout)
@@ -73,7 +92,11 @@ def test_create_run_status_pareto_list(prepared_synth: Path, tmp_path: Path) -> 
     table = run_cli("study", "pareto", "tiny", "--storage", storage)
     assert table.returncode == 0 and "ndcg" in table.stdout.splitlines()[1]
     listing = run_cli("study", "list", "--storage", storage)
-    assert "tiny" in listing.stdout
+    row = next(line for line in listing.stdout.splitlines() if line.startswith("tiny"))
+    assert "ndcg, ch_artist, ch_genre" in row, listing.stdout
+    empty = f"sqlite:///{tmp_path / 'empty.db'}"
+    optuna.storages.RDBStorage(empty).engine.dispose()
+    assert run_cli("study", "list", "--storage", empty).stdout.startswith("no studies in sqlite:///")
 
 
 @pytest.mark.parametrize(

@@ -398,6 +398,11 @@ def test_report_html_is_one_self_contained_file(real_study: tuple[optuna.Study, 
     spec = _embedded_figure(html, "figure-pareto")
     front_trace = next(t for t in spec if t["name"] == FRONT)
     assert sorted(front_trace["customdata"]) == front
+    # --out -: the page on stdout, the summary on stderr, no file named '-'.
+    piped = run_cli("report", "tiny", "--storage", storage, "--out", "-", cwd=tmp_path)
+    assert piped.returncode == 0, piped.stderr
+    assert piped.stdout.startswith("<!DOCTYPE html>") and 'id="figure-pareto"' in piped.stdout
+    assert json.loads(piped.stderr[piped.stderr.index("{"):])["report"] == "-" and not (tmp_path / "-").exists()
     # No temporary file is left beside the report.
     assert sorted(p.name for p in out.parent.iterdir()) == ["report.html"]
 

@@ -279,3 +279,14 @@ def test_a_joiner_waits_until_the_study_is_fully_created(finished_study: optuna.
     plain.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
     with pytest.raises(InputError, match="was not created by songhpo"):
         load_study("plain", url)
+
+
+def test_a_config_that_raises_the_budget_is_stored_and_a_lower_one_is_not(prepared_synth: Path, tmp_path: Path) -> None:
+    storage = f"sqlite:///{tmp_path / 'b.db'}"
+    config = parse_config(tiny_study_config(prepared_synth, storage, trials=4), "t")
+    create_study(config)
+    create_study(config.model_copy(update={"trials": 9}), exist_ok=True)  # a worker with a raised config joins
+    study, stored = load_study("tiny", storage)
+    assert stored.trials == 9 and study_status(study)["budget"] == 9
+    create_study(config, exist_ok=True)  # a stale config file never lowers it
+    assert load_study("tiny", storage)[1].trials == 9
