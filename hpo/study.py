@@ -88,11 +88,12 @@ class _StudyStorage(RDBStorage):
         super().__init__(*args, **kwargs)
         self._started: set[int] = set()
 
-    def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
-        trial_id = super().create_new_trial(study_id, template_trial)
+    def _create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> FrozenTrial:
+        # Optuna's cached storage calls this one directly (not create_new_trial).
+        trial = super()._create_new_trial(study_id, template_trial)
         if template_trial is None or template_trial.state == TrialState.RUNNING:
-            self._started.add(trial_id)
-        return trial_id
+            self._started.add(trial._trial_id)
+        return trial
 
     def fail_interrupted(self) -> None:
         """Mark FAIL ("interrupted") every trial this process started that is still RUNNING."""
@@ -327,14 +328,14 @@ def create_study(config: StudyConfig, *, exist_ok: bool = False) -> optuna.Study
 
 
 #: Config fields a joining worker must share with the study: they decide what a trial computes.
-_SHARED_FIELDS = ("objectives", "search_preset", "search_space", "constraint", "evaluation")
+_SHARED_FIELDS = ("seed", "objectives", "search_preset", "search_space", "constraint", "evaluation")
 
 
 def _join(config: StudyConfig) -> optuna.Study:
     """Load the existing study ``config.name`` for a worker with ``config``, refusing a config that would
     compute different trials (objectives, space, safeguard, evaluation) than the study's own."""
     study, _ = load_study(config.name, config.storage, config=config)
-    stored = parse_config({**study.user_attrs[CONFIG_ATTR], "storage": config.storage}, f"study {config.name!r}")
+    stored = stored_config(study.user_attrs[CONFIG_ATTR], config.storage, f"study {config.name!r}")
     mine, theirs = config.model_dump(mode="json"), stored.model_dump(mode="json")
     for key in _SHARED_FIELDS:
         if mine[key] != theirs[key]:
@@ -386,13 +387,21 @@ def load_study(name: str, storage_url: str, *, config: StudyConfig | None = None
             )
         time.sleep(0.5)
     if config is None:
-        stored = bare.user_attrs[CONFIG_ATTR]
-        config = parse_config({**stored, "storage": storage_url}, f"study {name!r} config")
+        config = stored_config(bare.user_attrs[CONFIG_ATTR], storage_url, f"study {name!r} config")
         # Heartbeat settings are the study's, not the defaults the probe was opened with.
         storage.engine.dispose()
         storage = open_storage(config)
     study = optuna.load_study(study_name=name, storage=storage, sampler=make_sampler(config))
     return study, config
+
+
+def stored_config(stored: dict[str, Any], storage_url: str, source: str) -> StudyConfig:
+    """The config a study keeps in its attributes, with the storage it was read from.
+
+    Studies created before ``search_preset`` existed searched the paper's space: a stored config without
+    the key keeps it (the default preset would add ``epochs`` and ``sample`` in mid-study).
+    """
+    return parse_config({"search_preset": "paper", **stored, "storage": storage_url}, source)
 
 
 def require_sqlite_file(url: str) -> None:
@@ -476,7 +485,7 @@ class WorkerReport:
 
 def claim_worker(study: optuna.Study, config: StudyConfig) -> int:
     """A study-unique worker number from the storage (a random one, with a warning, if it cannot be had)."""
-    owner = f"{socket.gethostname()}:{os.getpid()}"
+    owner = _owner()
     try:
         return store.claim_worker_number(config.storage, study.study_name, owner)
     except Exception as exc:  # noqa: BLE001 - a worker must still search, and never repeat another's draws
@@ -506,7 +515,7 @@ def run_worker(
     on_worker_start(study, config, dataset)
     safeguard = study.user_attrs[SAFEGUARD_ATTR]  # set before READY_ATTR, which load_study waited for
     report = WorkerReport(worker=claim_worker(study, config))
-    owner = f"{socket.gethostname()}:{os.getpid()}"
+    owner = _owner()
     study.sampler = make_sampler(config, report.worker,
                                  claim=lambda params: _claim(config, study, params_claim_key(params), owner))
     _log.info("worker %d of study %s (%s sampler)", report.worker, study.study_name, config.sampler.name)
@@ -515,13 +524,24 @@ def run_worker(
     def baseline_reference() -> HardNegReference | None:
         # Another worker may still be running the baseline (both saw it waiting; one got it): wait while it
         # runs, and cache only a completed baseline's value so one early look never sticks for good.
+        untaken_since: float | None = None
         while "value" not in reference:
             fail_stale_trials(study)
             baselines = _baseline_trials(study)
-            complete = [t for t in baselines if t.state == TrialState.COMPLETE]
-            if complete:
-                reference["value"] = hardneg_reference(complete[0])
-            elif any(t.state in (TrialState.RUNNING, TrialState.WAITING) for t in baselines):
+            states = {t.state for t in baselines}
+            if TrialState.COMPLETE in states:
+                reference["value"] = hardneg_reference(next(t for t in baselines if t.state == TrialState.COMPLETE))
+            elif TrialState.RUNNING in states:
+                untaken_since = None
+                time.sleep(1.0)
+            elif TrialState.WAITING in states:
+                # Its worker was lost and it is queued again; this worker, inside a trial, cannot take it and
+                # may be the only one left: after a grace period this trial's HardNeg is unknown (infeasible)
+                # and the next trial this worker starts is the baseline.
+                untaken_since = untaken_since or time.monotonic()
+                if time.monotonic() - untaken_since > max(config.heartbeat.grace_period, 10):
+                    _log.warning("the baseline is queued again but nobody runs it: this trial's HardNeg is unknown")
+                    return None
                 time.sleep(1.0)
             else:
                 return None  # failed for good: unknown for this trial
@@ -656,7 +676,7 @@ def _ensure_baseline(
     """
     deadline = None if timeout is None else time.monotonic() + timeout
     ran = 0
-    owner = f"{socket.gethostname()}:{os.getpid()}"
+    owner = _owner()
     while True:
         fail_stale_trials(study)
         baselines = _baseline_trials(study)
@@ -692,14 +712,23 @@ def _queue_first_generation(study: optuna.Study, config: StudyConfig, owner: str
     the others wait for it, at most :data:`READY_TIMEOUT` seconds, so that they start from it too)."""
     if study.user_attrs.get(DESIGN_ATTR):
         return
-    if _claim(config, study, "design", owner):
-        for label, params in initial_design(config):
-            study.enqueue_trial(params, user_attrs={"design": label})
-        study.set_user_attr(DESIGN_ATTR, True)
-        return
-    deadline = time.monotonic() + READY_TIMEOUT
-    while not study.user_attrs.get(DESIGN_ATTR) and time.monotonic() < deadline:
-        time.sleep(0.5)
+    if not _claim(config, study, "design", owner):
+        deadline = time.monotonic() + READY_TIMEOUT
+        while not study.user_attrs.get(DESIGN_ATTR) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        if study.user_attrs.get(DESIGN_ATTR):
+            return
+        # The claimant died while queueing: finish its job (the member already queued are skipped).
+        _log.warning("the first generation of study %s was never completely queued; queueing the rest",
+                     study.study_name)
+    for label, params in initial_design(config):
+        study.enqueue_trial(params, user_attrs={"design": label}, skip_if_exists=True)
+    study.set_user_attr(DESIGN_ATTR, True)
+
+
+def _owner() -> str:
+    """Who claims, as the claims table records it: host name and process id."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def _claim(config: StudyConfig, study: optuna.Study, key: str, owner: str) -> bool:

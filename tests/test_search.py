@@ -376,6 +376,67 @@ def test_joining_with_other_objectives_is_refused_in_one_line(prepared_synth: Pa
     assert not [t for t in study.get_trials() if t.state != TrialState.WAITING]
 
 
+def test_joining_with_another_seed_is_refused_and_an_old_study_keeps_the_paper_space(
+    prepared_synth: Path, tmp_path: Path
+) -> None:
+    from hpo.errors import InputError
+    from hpo.study import CONFIG_ATTR
+
+    storage = f"sqlite:///{tmp_path / 's.db'}"
+    config = _config(prepared_synth, storage, trials=4)
+    study = create_study(config)
+    with pytest.raises(InputError, match="has seed 13, this config has 7"):
+        create_study(config.model_copy(update={"seed": 7}), exist_ok=True)
+    # A study stored before search_preset existed searched the paper's five: it must not gain epochs/sample.
+    paper = _config(prepared_synth, storage, name="old", search_preset="paper",
+                    search_space={"epochs": 2, "min_count": 1})
+    old = create_study(paper)
+    stored = {k: v for k, v in old.user_attrs[CONFIG_ATTR].items() if k != "search_preset"}
+    old.set_user_attr(CONFIG_ATTR, stored)
+    _, loaded = load_study("old", storage)
+    assert loaded.search_preset == "paper"
+    assert {n for n, d in loaded.search_space.items() if isinstance(d, Distribution)} == set(PAPER_SEARCH_SPACE)
+    assert study.user_attrs[CONFIG_ATTR]["search_preset"] == "default"
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage")
+def test_ctrl_c_fails_fresh_and_queued_trials_this_process_started(prepared_synth: Path, tmp_path: Path) -> None:
+    from hpo.study import _failing_interrupted_trials
+
+    config = _config(prepared_synth, f"sqlite:///{tmp_path / 'i.db'}", trials=4)
+    study = create_study(config)
+    queued = study.ask()  # the baseline, from the queue
+    fresh = study.ask()  # a new trial: Optuna's cached storage creates it through another method
+    with pytest.raises(KeyboardInterrupt), _failing_interrupted_trials(study):
+        raise KeyboardInterrupt
+    for trial in (queued, fresh):
+        frozen = study._storage.get_trial(trial._trial_id)
+        assert frozen.state == TrialState.FAIL and frozen.user_attrs["fail_reason"].startswith("interrupted")
+
+
+def test_a_first_generation_whose_claimant_died_is_queued_by_the_next_worker(
+    prepared_synth: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import hpo.study
+    from hpo.study import DESIGN_ATTR, _queue_first_generation
+    from storage import results as store
+
+    storage = f"sqlite:///{tmp_path / 'd.db'}"
+    config = _config(prepared_synth, storage, trials=20)
+    study = create_study(config)
+    design = initial_design(config)
+    assert len(design) == 7  # population 8 for 20 trials, less the baseline
+    # A worker claimed the design, queued one member and died.
+    assert store.claim(storage, "tiny", "design", "dead:1")
+    study.enqueue_trial(design[0][1], user_attrs={"design": design[0][0]})
+    monkeypatch.setattr(hpo.study, "READY_TIMEOUT", 0.0)
+    _queue_first_generation(study, config, "alive:2")
+    queued = [t for t in study.get_trials() if t.user_attrs.get("design")]
+    assert sorted(t.number for t in queued) == list(range(1, 8)) and study.user_attrs[DESIGN_ATTR]
+    fixed = [tuple(sorted(t.system_attrs["fixed_params"].items())) for t in queued]
+    assert sorted(fixed) == sorted(tuple(sorted(p.items())) for _, p in design)
+
+
 def test_a_worker_with_the_wrong_number_of_objectives_fails_its_trial_with_a_reason(
     prepared_synth: Path, tmp_path: Path
 ) -> None:
