@@ -42,13 +42,12 @@ from hpo.results import on_study_created, on_worker_start, record_completed_tria
 from hpo.search import initial_design, make_sampler, params_claim_key, require_gp, resolve_search_space
 from metrics.evaluate import EvaluationSettings
 from objectives.trial import (
-    PER_SONG_ATTR,
     HardNegReference,
     Objective,
     Safeguard,
     TrialData,
     baseline_params,
-    decode_per_song,
+    per_song_counts,
 )
 from storage import results as store
 from storage.db import safe_url
@@ -635,8 +634,7 @@ def hardneg_reference(baseline: FrozenTrial) -> HardNegReference | None:
     value = baseline.user_attrs.get("hardneg")
     if value is None:
         return None
-    encoded = baseline.user_attrs.get(PER_SONG_ATTR)
-    songs, counts = decode_per_song(encoded) if encoded else (None, None)
+    songs, counts = per_song_counts(baseline.user_attrs) or (None, None)
     return HardNegReference(value=float(value), songs=songs, counts=counts)
 
 

@@ -114,6 +114,11 @@ def hardneg_excess_bound(songs: npt.ArrayLike, counts: npt.ArrayLike, reference_
     bound of the one-sided ``confidence`` Student-t interval of the mean of ``d`` is above 0: an
     increase that the spread of the supporting songs explains is not counted against the embedding.
 
+    The level is approximate: the test treats songs as independent, but a hard-negative pair links two
+    songs (their ``d`` are positively correlated, so the interval is somewhat too narrow and real
+    excesses are flagged a little more often than ``1 - confidence``), and the reference's counts come
+    from one training seed and are taken as exact.
+
     Parameters
     ----------
     songs, counts : array_like of int, shape (n,)

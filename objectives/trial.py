@@ -26,7 +26,7 @@ from objectives.word2vec import GENSIM_DEFAULTS, train_word2vec
 HARDNEG_CONSTRAINT = "hardneg"
 #: Constraint value of a trial whose HardNeg is unavailable while the safeguard is on: infeasible.
 UNKNOWN_HARDNEG_VIOLATION = 1.0
-#: User attribute of the baseline trial holding its per-song HardNeg counts (:func:`encode_per_song`).
+#: User attribute of the baseline trial indexing its per-song HardNeg counts (:func:`per_song_attrs`).
 PER_SONG_ATTR = "hardneg_per_song"
 
 
@@ -82,16 +82,41 @@ class HardNegReference:
     counts: np.ndarray | None = None
 
 
-def encode_per_song(songs: np.ndarray, counts: np.ndarray) -> dict[str, str]:
-    """Compact JSON-able form of per-song counts (a trial user attribute): zlib + base64 of the
-    gaps between the ascending song ids and of the counts, little-endian uint32."""
+def per_song_attrs(songs: np.ndarray, counts: np.ndarray) -> dict[str, Any]:
+    """Per-song counts as trial user attributes: zlib + base64 of the gaps between the ascending song ids
+    and of the counts (little-endian uint32), split into parts of at most :data:`_PART_CHARS` characters.
+
+    ``PER_SONG_ATTR`` holds the number of parts of each; part ``i`` of ``songs`` is the attribute
+    ``"hardneg_per_song:songs:i"``. One attribute is one database value, and MySQL's ``TEXT`` column
+    (Optuna's) holds 65,535 bytes: a baseline supported by more than about 40k songs would not fit.
+    """
     gaps = np.diff(np.asarray(songs, dtype=np.int64), prepend=0)
-    return {"songs": _pack(gaps), "counts": _pack(np.asarray(counts, dtype=np.int64))}
+    packed = {"songs": _pack(gaps), "counts": _pack(np.asarray(counts, dtype=np.int64))}
+    attrs: dict[str, Any] = {}
+    parts: dict[str, int] = {}
+    for name, text in packed.items():
+        pieces = [text[i:i + _PART_CHARS] for i in range(0, len(text), _PART_CHARS)]
+        parts[name] = len(pieces)
+        attrs.update({f"{PER_SONG_ATTR}:{name}:{i}": piece for i, piece in enumerate(pieces)})
+    attrs[PER_SONG_ATTR] = {"parts": parts}
+    return attrs
 
 
-def decode_per_song(encoded: Mapping[str, str]) -> tuple[np.ndarray, np.ndarray]:
-    """Inverse of :func:`encode_per_song`."""
-    return np.cumsum(_unpack(encoded["songs"])), _unpack(encoded["counts"])
+def per_song_counts(user_attrs: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray] | None:
+    """Inverse of :func:`per_song_attrs` (``(songs, counts)``), or ``None`` for a trial without them."""
+    index = user_attrs.get(PER_SONG_ATTR)
+    if not index:
+        return None
+    if "parts" in index:
+        text = {name: "".join(user_attrs[f"{PER_SONG_ATTR}:{name}:{i}"] for i in range(n))
+                for name, n in index["parts"].items()}
+    else:
+        text = index  # recorded before the split: the two strings themselves
+    return np.cumsum(_unpack(text["songs"])), _unpack(text["counts"])
+
+
+#: Longest part of an encoded per-song attribute (base64 characters, so bytes too).
+_PART_CHARS = 60_000
 
 
 def _pack(values: np.ndarray) -> str:
@@ -232,7 +257,8 @@ class Objective:
         hardneg = outcome.metrics.get("hardneg")
         if trial.user_attrs.get("baseline"):
             if hardneg is not None:
-                trial.set_user_attr(PER_SONG_ATTR, encode_per_song(*outcome.hardneg_per_song))
+                for name, value in per_song_attrs(*outcome.hardneg_per_song).items():
+                    trial.set_user_attr(name, value)
             violation = 0.0 if hardneg is not None else UNKNOWN_HARDNEG_VIOLATION
         else:
             reference = self._baseline_reference()

@@ -21,6 +21,28 @@ from tests.conftest import run_cli, run_tiny_study, shared_dataset
 # -- per-song counts ----------------------------------------------------------------------------------
 
 
+def test_a_large_baselines_per_song_counts_round_trip_through_each_server(server_url: str) -> None:
+    """MPD-sized support (100k songs over 2M ids, ~175 KB encoded) in one attribute would overflow MySQL's
+    TEXT column (64 KB); split into parts it round-trips exactly on every server."""
+    from objectives.trial import PER_SONG_ATTR, per_song_attrs, per_song_counts
+
+    rng = np.random.default_rng(11)
+    songs = np.sort(rng.choice(2_000_000, size=100_000, replace=False))
+    counts = rng.integers(0, 100, size=songs.size)
+    attrs = per_song_attrs(songs, counts)
+    assert attrs[PER_SONG_ATTR]["parts"]["songs"] >= 3
+    assert all(len(v) <= 60_000 for k, v in attrs.items() if k != PER_SONG_ATTR)
+    study = optuna.create_study(storage=server_url)
+    trial = study.ask()
+    for name, value in attrs.items():
+        trial.set_user_attr(name, value)
+    read = optuna.load_study(study_name=study.study_name, storage=server_url).trials[0].user_attrs
+    got = per_song_counts(read)
+    assert got is not None
+    np.testing.assert_array_equal(got[0], songs)
+    np.testing.assert_array_equal(got[1], counts)
+
+
 def test_hardneg_counts_match_a_brute_force_count() -> None:
     rng = np.random.default_rng(3)
     embeddings = rng.normal(size=(60, 8)).astype(np.float32)
