@@ -36,7 +36,7 @@ from sqlalchemy.engine import Engine, make_url
 from hpo._progress import bar
 from hpo.config import METRIC_DIRECTIONS, StudyConfig, parse_config
 from hpo.dataset import PreparedDataset
-from hpo.errors import InputError
+from hpo.errors import InputError, first_line
 from hpo.evaluation import evaluation_data
 from hpo.results import on_study_created, on_worker_start, record_completed_trial
 from hpo.search import initial_design, make_sampler, params_claim_key, require_gp, resolve_search_space
@@ -172,8 +172,7 @@ def open_storage(config: StudyConfig) -> RDBStorage:
             heartbeat_stale_trial_callback=_RetryStaleTrial(max_retry=config.heartbeat.max_retry),
         )
     except Exception as exc:  # noqa: BLE001 - driver errors vary; the message must not leak the password
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise InputError(f"storage {safe_url(url)}: cannot connect ({type(exc).__name__}: {reason[:200]})") from exc
+        raise InputError(f"storage {safe_url(url)}: cannot connect ({type(exc).__name__}: {first_line(exc)})") from exc
     if backend == "sqlite":
         _use_sqlite_wal(storage.engine)
     return storage
