@@ -167,7 +167,6 @@ def main() -> int:
             assert base is not None
             best = max(tpe.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: t.values[0])
             tpe_best.append(_ratios(best, base, metrics))
-        best_ndcg: list[float] = []
         for seed in seeds:
             anchors = {"defaults": np.ones(len(metrics)),
                        "literature": _literature_ratios(dataset, metrics, seed, args.out / "anchors.json")}

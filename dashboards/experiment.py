@@ -341,7 +341,8 @@ def claim_verdicts(document: Mapping[str, Any]) -> list[Verdict]:
         verdicts.append(Verdict("popularity", "Next-song quality is anti-correlated with popularity", rule3, verdict, evidence))
 
         # 3b. tuning rebalances across popularity levels
-        rule3b = ("disparity = mean NDCG of the more popular half of those deciles minus the less popular half, per seed; a tuned "
+        rule3b = ("disparity = mean NDCG of the more popular half of those deciles minus the less popular half, per seed; "
+                  "a tuned "
                   "configuration rebalances when |disparity| shrinks significantly vs the baseline (Welch interval of "
                   "the disparity difference excludes 0 in that direction); supported when a multi-objective compromise "
                   "rebalances, partly when a single-objective configuration does")
@@ -375,7 +376,8 @@ def claim_verdicts(document: Mapping[str, Any]) -> list[Verdict]:
                                                      for m in DOWNSTREAM) for label, d in changes.items())
         verdict = ("supported" if set(winners) & set(MULTI_LABELS)
                    else "partly supported" if winners else "not supported")
-        verdicts.append(Verdict("downstream", "Benefits reach a downstream task (playlist continuation)", rule4, verdict, evidence))
+        verdicts.append(Verdict("downstream", "Benefits reach a downstream task (playlist continuation)", rule4, verdict,
+                                evidence))
     else:
         verdicts.append(Verdict("downstream", "Benefits reach a downstream task (playlist continuation)", rule4, "not testable",
                                 "no continuation scores"))
@@ -694,7 +696,8 @@ def _slug(title: str) -> str:
 def _determinism(document: Mapping[str, Any]) -> tuple[int, float] | None:
     """(number of full-data baseline evaluations, largest metric difference between them)."""
     baselines = [c for c in document["configurations"]
-                 if c["fraction"] == 1.0 and c["trial"] == 0 and c.get("test_runs") and c["mode"] in ("baseline", "study-baseline")]
+                 if c["fraction"] == 1.0 and c["trial"] == 0 and c.get("test_runs")
+                 and c["mode"] in ("baseline", "study-baseline")]
     if len(baselines) < 2:
         return None
     largest = 0.0

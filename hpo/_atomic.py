@@ -11,7 +11,6 @@ from pathlib import Path
 
 from hpo.errors import InputError
 
-
 #: ``--out -``: the command writes its one output file to stdout (its summary then goes to stderr).
 STDOUT = Path("-")
 

@@ -166,7 +166,8 @@ def _add_study_commands(commands: Any) -> Any:
 
     init = sub.add_parser("init", help="write a commented example study config",
                           description="Write a commented example study configuration (TOML).")
-    init.add_argument("--out", type=Path, default=Path("study.toml"), help="config file to write ('-' for stdout; default study.toml)")
+    init.add_argument("--out", type=Path, default=Path("study.toml"),
+                      help="config file to write ('-' for stdout; default study.toml)")
     init.add_argument("--force", action="store_true", help="replace --out if it exists")
     init.set_defaults(handler=_cmd_study_init)
 
@@ -349,8 +350,8 @@ def _cmd_study_status(args: argparse.Namespace) -> int:
     print(f"infeasible (HardNeg safeguard): {status['infeasible']}; feasible Pareto front: {status['pareto_front_size']} trials")
     if status["baseline"]:
         base = status["baseline"]
-        print("baseline (trial %d, gensim defaults): %s" % (
-            base["trial"], ", ".join(f"{k}={format_value(v)}" for k, v in base.items() if k != "trial")))
+        metrics = ", ".join(f"{k}={format_value(v)}" for k, v in base.items() if k != "trial")
+        print(f"baseline (trial {base['trial']}, gensim defaults): {metrics}")
     safeguard = status["safeguard"] or {}
     base = status["baseline"] or {}
     print(f"HardNeg safeguard: {safeguard_rule(safeguard, config.evaluation.k, base.get('hardneg'))}")

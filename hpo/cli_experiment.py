@@ -26,7 +26,8 @@ def add_experiment_commands(commands: Any) -> None:
         description="Run one study per mode with the same budget of completed trials (baseline, single-objective "
         "NDCG with TPE, single-objective CH-artist or CH-genre with TPE, random search, NSGA-II, NSGA-II without the "
         "HardNeg safeguard), re-train the configurations each mode chooses on validation with --seeds seeds on the "
-        "test split, and run the NSGA-II study again on --scales fractions of the training sequences. Studies go to OUT/experiment.db (or "
+        "test split, and run the NSGA-II study again on --scales fractions of the training sequences. Studies go to "
+        "OUT/experiment.db (or "
         "--storage); OUT/results.json is rewritten after every study. Running the same command again resumes.")
     run.add_argument("--dataset", required=True, type=Path, help="prepared dataset directory ('songhpo data prepare')")
     run.add_argument("--out", required=True, type=Path, help="experiment directory (created if missing)")

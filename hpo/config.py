@@ -43,7 +43,7 @@ class Distribution(_Strict):
     choices: list[int | float | str] | None = None
 
     @model_validator(mode="after")
-    def _check(self) -> "Distribution":
+    def _check(self) -> Distribution:
         if self.type == "categorical":
             if not self.choices:
                 raise ValueError("a categorical parameter needs a non-empty 'choices' list")
@@ -229,7 +229,7 @@ class StudyConfig(_Strict):
     def directions(self) -> list[str]:
         return [METRIC_DIRECTIONS[m] for m in self.objectives]
 
-    def resolved(self, base: Path) -> "StudyConfig":
+    def resolved(self, base: Path) -> StudyConfig:
         """This config with ``dataset`` (and a relative SQLite path) made absolute against ``base``."""
         dataset = self.dataset if self.dataset.is_absolute() else (base / self.dataset).resolve()
         storage = self.storage
@@ -269,7 +269,10 @@ def load_config(path: str | Path) -> StudyConfig:
 
 
 def _toml_entry(name: str, spec: Distribution) -> str:
-    bounds = f"low = {spec.low:g}, high = {spec.high:g}" if spec.type == "float" else f"low = {spec.low:.0f}, high = {spec.high:.0f}"
+    if spec.type == "float":
+        bounds = f"low = {spec.low:g}, high = {spec.high:g}"
+    else:
+        bounds = f"low = {spec.low:.0f}, high = {spec.high:.0f}"
     return f'# {name} = {{ type = "{spec.type}", {bounds}{", log = true" if spec.log else ""} }}'
 
 

@@ -111,7 +111,7 @@ class PreparedDataset:
     manifest: dict[str, Any]
 
     @classmethod
-    def load(cls, path: str | Path, *, verify: bool | None = None) -> "PreparedDataset":
+    def load(cls, path: str | Path, *, verify: bool | None = None) -> PreparedDataset:
         """Open ``path`` and check its structure (see the module docstring).
 
         ``verify``: ``True`` checks every file's SHA-256, ``False`` none, ``None`` (default) when the

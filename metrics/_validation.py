@@ -99,7 +99,7 @@ def normalised_float32(embeddings: np.ndarray, rows: np.ndarray) -> np.ndarray:
 
 def normalised_float64(embeddings: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """L2-normalised float64 copy of ``embeddings[rows]`` (rows must have non-zero norm)."""
-    block = embeddings[rows].astype(np.float64)
+    block: np.ndarray = embeddings[rows].astype(np.float64)
     block /= np.sqrt(np.einsum("ij,ij->i", block, block))[:, None]
     return block
 

@@ -87,4 +87,4 @@ def _calinski_harabasz_score(x: np.ndarray, labels: np.ndarray) -> float:
     intra = float(np.sum((x - centroids[group]) ** 2))
     if intra == 0.0:
         return 1.0
-    return extra * (n_samples - n_labels) / (intra * (n_labels - 1.0))
+    return float(extra * (n_samples - n_labels) / (intra * (n_labels - 1.0)))

@@ -79,19 +79,19 @@ def local_coherence(table: KnnTable, labels: npt.ArrayLike, songs: npt.ArrayLike
         raise ValueError(f"table must be a KnnTable, got {type(table).__name__}")
     k = _v.check_int(k, "k", minimum=1, maximum=table.k)
     labels = _v.as_labels(labels, table.n_songs, "labels")
-    songs = np.unique(_v.as_song_ids(songs, table.n_songs, "songs"))
-    songs, rows = _v.present_query_rows(table, songs, "of songs")
-    keep = labels[songs] >= 0
-    songs, rows = songs[keep], rows[keep]
-    if songs.size == 0:
+    unique = np.unique(_v.as_song_ids(songs, table.n_songs, "songs"))
+    present, rows = _v.present_query_rows(table, unique, "of songs")
+    keep = labels[present] >= 0
+    present, rows = present[keep], rows[keep]
+    if present.size == 0:
         return None, 0
 
-    fractions = np.empty(songs.size, dtype=np.float64)
-    own = labels[songs]
-    for chunk in _v.row_chunks(songs.size, k):
+    fractions = np.empty(present.size, dtype=np.float64)
+    own = labels[present]
+    for chunk in _v.row_chunks(present.size, k):
         neighbours = table.neighbours[rows[chunk], :k]
         # -1 pads would index the last song; mask them to the unknown label instead.
         neighbour_labels = np.where(neighbours >= 0, labels[neighbours], -1)
         same = neighbour_labels == own[chunk, None]
         fractions[chunk] = np.count_nonzero(same, axis=1) / k
-    return float(fractions.mean()), int(songs.size)
+    return float(fractions.mean()), int(present.size)

@@ -207,7 +207,7 @@ def learn_concept_vectors(
             raise ValueError(f"concept {k} has {concept.size} distinct members; expected >= {MIN_CONCEPT_SIZE}")
     eligible_rows = np.flatnonzero(eligible_mask)
     tasks = [list(range(start, min(start + batch_size, len(concepts)))) for start in range(0, len(concepts), batch_size)]
-    fit = {"cs": cs, "max_iter": int(max_iter), "tol": float(tol)}
+    fit: dict[str, Any] = {"cs": cs, "max_iter": int(max_iter), "tol": float(tol)}
 
     def batch(ks: list[int]) -> list[dict[str, Any]]:
         # Splits are drawn and rows gathered here, so a worker receives only the rows it fits on,
@@ -508,7 +508,8 @@ def betweenness(adjacency: npt.ArrayLike, *, backend: str = "igraph", n_jobs: in
         else:
             raw = _igraph_betweenness(pairs, n, None)
         # igraph counts each unordered pair once, unnormalised.
-        return raw * (2.0 / ((n - 1) * (n - 2))) if n > 2 else raw
+        normalised: np.ndarray = raw * (2.0 / ((n - 1) * (n - 2))) if n > 2 else raw
+        return normalised
     if backend == "rustworkx":
         import rustworkx as rx
 
@@ -614,7 +615,8 @@ def graph_structure(edges: npt.ArrayLike, n_nodes: int) -> dict[str, int]:
     return {"edges": len(e), "components": int(n_components), "isolated": int((degree == 0).sum())}
 
 
-def structure_table(similarity: npt.ArrayLike, adjacency: npt.ArrayLike, parent: npt.ArrayLike, *, seed: int = 0) -> list[dict[str, Any]]:
+def structure_table(similarity: npt.ArrayLike, adjacency: npt.ArrayLike, parent: npt.ArrayLike, *,
+                    seed: int = 0) -> list[dict[str, Any]]:
     """The paper's Table 2: sparsity and connectivity of the tree against other graphs on the concepts.
 
     Rows (``graph``, ``edges``, ``density``, ``components``, ``isolated``), all undirected:
@@ -684,7 +686,8 @@ def edge_similarity(profiles: sp.spmatrix | np.ndarray, edges: npt.ArrayLike, me
         sizes = np.asarray(B.sum(axis=1)).ravel()
         inter = np.asarray(B[e[:, 0]].multiply(B[e[:, 1]]).sum(axis=1)).ravel()
         union = sizes[e[:, 0]] + sizes[e[:, 1]] - inter
-        return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+        jaccard: np.ndarray = np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+        return jaccard
     raise ValueError(f"metric must be 'cosine' or 'jaccard', got {metric!r}")
 
 

@@ -147,7 +147,8 @@ def _centroid(vectors: np.ndarray, positions: np.ndarray) -> np.ndarray:
     # seed vectors can cancel out exactly: the zero query then ranks every song at similarity 0.
     mean = vectors[positions].astype(np.float64).mean(axis=0)
     norm = np.linalg.norm(mean)
-    return (mean / norm if norm > 0 else mean).astype(np.float32)
+    query: np.ndarray = (mean / norm if norm > 0 else mean).astype(np.float32)
+    return query
 
 
 def _check_csr(tokens: npt.ArrayLike, offsets: npt.ArrayLike, n_songs: int) -> tuple[np.ndarray, np.ndarray]:

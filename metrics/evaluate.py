@@ -306,7 +306,7 @@ def _mean_available(a: float, b: float) -> float:
     return sum(values) / len(values) if values else float("nan")
 
 
-def _bucket_lists(result: dict[str, np.ndarray]) -> dict[str, list]:
+def _bucket_lists(result: dict[str, np.ndarray]) -> dict[str, list[Any]]:
     return {"pairs": [int(v) for v in result["pairs"]],
             "hitrate": [_clean(v) for v in result["hitrate"]],
             "ndcg": [_clean(v) for v in result["ndcg"]]}

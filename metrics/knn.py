@@ -114,7 +114,8 @@ class KnnTable:
         if ids.min() < 0 or ids.max() >= self.n_songs:
             raise ValueError(f"song_ids must be in [0, {self.n_songs}), got values in "
                              f"[{ids.min()}, {ids.max()}]")
-        return self._row_of[ids]
+        rows: np.ndarray = self._row_of[ids]
+        return rows
 
 
 def knn_table(embeddings: npt.ArrayLike, queries: npt.ArrayLike, k: int = 100, *,

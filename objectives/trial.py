@@ -168,11 +168,15 @@ def suggest_params(trial: optuna.Trial, space: Mapping[str, Any]) -> dict[str, A
         if distribution is None:
             params[name] = spec
         elif isinstance(distribution, IntDistribution):
-            params[name] = trial.suggest_int(name, distribution.low, distribution.high, log=distribution.log, step=distribution.step)
+            params[name] = trial.suggest_int(name, distribution.low, distribution.high, log=distribution.log,
+                                             step=distribution.step)
         elif isinstance(distribution, FloatDistribution):
-            params[name] = trial.suggest_float(name, distribution.low, distribution.high, log=distribution.log, step=distribution.step)
-        else:
+            params[name] = trial.suggest_float(name, distribution.low, distribution.high, log=distribution.log,
+                                               step=distribution.step)
+        elif isinstance(distribution, CategoricalDistribution):
             params[name] = trial.suggest_categorical(name, distribution.choices)
+        else:
+            raise TypeError(f"{name}: unsupported distribution {type(distribution).__name__}")
     return params
 
 

@@ -10,8 +10,8 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import optuna
+import pandas as pd
 import pytest
 
 from hpo.concepts import (

@@ -12,12 +12,12 @@ import time
 from pathlib import Path
 
 import optuna
-import pytest
 from optuna.trial import TrialState
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import DBAPIError
 
 from tests.conftest import run_cli, tiny_study_config, write_toml
+
 
 def _worker(config: Path, *extra: str) -> subprocess.Popen[str]:
     env = {**os.environ, "SONGHPO_PROGRESS": "0"}

@@ -16,8 +16,16 @@ import pytest
 from sklearn.metrics import calinski_harabasz_score
 
 from metrics.evaluate import METRIC_KEYS, EvaluationData, EvaluationSettings, evaluate
-from tests.test_metrics_reference import (brute_knn, neighbour_dict, present_mask, ref_coherence, ref_hardneg,
-                                          ref_hit_rate, ref_ndcg, ref_ranks)
+from tests.test_metrics_reference import (
+    brute_knn,
+    neighbour_dict,
+    present_mask,
+    ref_coherence,
+    ref_hardneg,
+    ref_hit_rate,
+    ref_ndcg,
+    ref_ranks,
+)
 
 
 def _case(seed: int, n: int = 220, d: int = 10) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:

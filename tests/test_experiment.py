@@ -286,7 +286,7 @@ def test_experiments_split_over_runs_merge_into_the_same_page(experiment: dict, 
     whole = experiment["document"]
     single = {"baseline", "ndcg", "clustering"}
     parts = []
-    for name, keep in (("a", lambda s: s["mode"] in single), ("b", lambda s: s["mode"] not in single)):
+    for keep in (lambda s: s["mode"] in single, lambda s: s["mode"] not in single):
         studies = [s for s in whole["studies"] if keep(s)]
         names = {s["study"] for s in studies}
         parts.append({**whole, "studies": studies,
@@ -328,7 +328,8 @@ def _run(seed: int, **metrics: float) -> dict:
     buckets = metrics.pop("buckets", None)
     return {"seed": seed, "metrics": metrics,
             "buckets": None if buckets is None else {"edges": DECILE_EDGES,
-                                                     "by_target": {"ndcg": buckets, "hitrate": buckets, "pairs": [1] * len(buckets)}}}
+                                                     "by_target": {"ndcg": buckets, "hitrate": buckets,
+                                                                   "pairs": [1] * len(buckets)}}}
 
 
 def _config(label: str, mode: str, study: str, values: dict[str, float], fraction: float = 1.0, trial: int = 1) -> dict:

@@ -14,7 +14,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.stats import chi2_contingency
 
-from tests.conftest import shared_dataset
 from metrics.hard_negatives import (
     HardNegatives,
     bigram_cooccurrence,
@@ -23,6 +22,7 @@ from metrics.hard_negatives import (
     find_hard_negatives,
     sequence_cooccurrence,
 )
+from tests.conftest import shared_dataset
 
 #: critical value so large that the "pvalue" rule keeps every candidate pair,
 #: which exposes the statistics of all candidates through the public API.

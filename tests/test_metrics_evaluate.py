@@ -13,13 +13,12 @@ from hypothesis import strategies as st
 import metrics.knn
 from metrics.clustering import calinski_harabasz
 from metrics.coherence import local_coherence, sample_songs
-from metrics.evaluate import (METRIC_KEYS, EvaluationData, EvaluationSettings, evaluate)
+from metrics.evaluate import METRIC_KEYS, EvaluationData, EvaluationSettings, evaluate
 from metrics.false_neighbours import hardneg_at_k
 from metrics.knn import knn_table
 from metrics.next_song import hit_rate, ndcg, next_song_ranks
 from metrics.popularity import assign_buckets, bucket_edges, bucketed_ranking_metrics
-from tests.test_metrics_reference import (brute_knn, neighbour_dict, present_mask,
-                                          ref_hit_rate, ref_ndcg, ref_ranks)
+from tests.test_metrics_reference import brute_knn, neighbour_dict, present_mask, ref_hit_rate, ref_ndcg, ref_ranks
 
 
 def make_case(seed, n=300, d=12, n_pairs=400, n_hard=60, p_absent=0.05):

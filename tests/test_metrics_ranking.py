@@ -18,9 +18,16 @@ from metrics.false_neighbours import hardneg_at_k
 from metrics.knn import knn_table
 from metrics.next_song import hit_rate, ndcg, next_song_ranks
 from metrics.popularity import assign_buckets, bucket_edges, bucketed_ranking_metrics
-from tests.test_metrics_reference import (brute_knn, neighbour_dict, present_mask,
-                                          ref_coherence, ref_hardneg, ref_hit_rate, ref_ndcg,
-                                          ref_ranks)
+from tests.test_metrics_reference import (
+    brute_knn,
+    neighbour_dict,
+    present_mask,
+    ref_coherence,
+    ref_hardneg,
+    ref_hit_rate,
+    ref_ndcg,
+    ref_ranks,
+)
 
 PROPS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -208,7 +208,8 @@ def test_snapshot_round_trip(storage_url: str) -> None:
     assert snapshot is not None and snapshot["snapshot_id"] == first and snapshot["complete"] is False
     assert snapshot["members"][0]["test"]["ndcg"] == {"mean": None, "low": None, "high": None, "n": 0}
     assert snapshot["members"][0]["test_buckets"] is None
-    test = {"ndcg": {"mean": 0.3, "low": 0.25, "high": 0.35, "n": 2}, "hardneg": {"mean": None, "low": None, "high": None, "n": 0}}
+    test = {"ndcg": {"mean": 0.3, "low": 0.25, "high": 0.35, "n": 2},
+            "hardneg": {"mean": None, "low": None, "high": None, "n": 0}}
     buckets = {"edges": [1.0, 3.0], "by_target": {"pairs": [5], "hitrate": {"mean": [0.5], "low": [0.4], "high": [0.6]},
                                                   "ndcg": {"mean": [0.2], "low": [None], "high": [None]}}}
     store.update_member(storage_url, first, 3, test=test, test_buckets=buckets, n_seeds=2)

@@ -116,7 +116,8 @@ def test_infeasible_dominating_trial_is_excluded_from_the_front(finished_study: 
     dominating = optuna.trial.create_trial(
         values=[v * 2 + 1 for v in best],
         params={"vector_size": 16, "window": 2, "negative": 3, "ns_exponent": 0.5, "alpha": 0.01},
-        distributions={"vector_size": IntDistribution(8, 100, log=True), "window": IntDistribution(1, 5), "negative": IntDistribution(1, 5),
+        distributions={"vector_size": IntDistribution(8, 100, log=True), "window": IntDistribution(1, 5),
+                       "negative": IntDistribution(1, 5),
                        "ns_exponent": FloatDistribution(-1, 1), "alpha": FloatDistribution(1e-4, 1e-1, log=True)},
         user_attrs={"feasible": False, "hardneg": 0.9},
         constraints={"hardneg": 0.5},
