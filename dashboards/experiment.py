@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import statistics
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,13 +112,16 @@ def difference_interval(a: Sequence[Any], b: Sequence[Any], level: float = LEVEL
     relative = delta / abs(my) if my != 0 else None
     if len(xs) < 2 or len(ys) < 2:
         return Difference(delta, None, None, relative)
-    vx, vy = statistics.variance(xs) / len(xs), statistics.variance(ys) / len(ys)
-    se = math.sqrt(vx + vy)
-    if se == 0.0:
+    if min(xs) == max(xs) and min(ys) == max(ys):
+        # By hand: scipy's variance of a constant sample can be rounding noise instead of 0 (then a
+        # spurious ~1e-17 interval), and with a true 0 its interval is NaN.
         return Difference(delta, delta, delta, relative)
-    dof = (vx + vy) ** 2 / (vx**2 / (len(xs) - 1) + vy**2 / (len(ys) - 1))
-    half = float(stats.t.ppf(0.5 + level / 2, dof)) * se
-    return Difference(delta, delta - half, delta + half, relative)
+    with warnings.catch_warnings():
+        # Seeds that agree to the last bits make scipy warn about precision loss in that sample's
+        # variance; that variance is ~1e-32 either way, negligible in the interval, so the warning is noise.
+        warnings.filterwarnings("ignore", "Precision loss occurred", RuntimeWarning)
+        ci = stats.ttest_ind(xs, ys, equal_var=False).confidence_interval(level)
+    return Difference(delta, float(ci.low), float(ci.high), relative)
 
 
 def _better(metric: str, diff: Difference) -> bool:

@@ -22,7 +22,6 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import optuna
-import pandas as pd
 import plotly.graph_objects as go
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.study import StudyDirection
@@ -415,8 +414,11 @@ def oriented_correlation(study: optuna.Study, param: str, index: int) -> float |
     y = np.array([t.values[index] for t in trials], dtype=np.float64)
     if np.ptp(x) == 0 or np.ptp(y) == 0:
         return None
-    # Spearman = Pearson of average ranks (scipy.stats would cost ~1 s of import for this one number).
-    rho = float(np.corrcoef(pd.Series(x).rank().to_numpy(), pd.Series(y).rank().to_numpy())[0, 1])
+    # Imported here, not at the top, so that loading the dashboards stays light; its one caller,
+    # importance_figure, has loaded scipy.stats already through optuna's PED-ANOVA evaluator.
+    from scipy.stats import spearmanr
+
+    rho = float(spearmanr(x, y).statistic)
     if not math.isfinite(rho):
         return None
     return rho if study.directions[index] == StudyDirection.MAXIMIZE else -rho

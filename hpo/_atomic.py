@@ -1,4 +1,9 @@
-"""Write-then-rename helpers, so that a failure never leaves half-written output behind."""
+"""Write-then-rename helpers, so that a failure never leaves half-written output behind.
+
+This is the one place that does it: every file or directory the package (and ``dashboards``)
+writes in one go goes through :func:`atomic_write`, :func:`atomic_write_text` or
+:func:`atomic_directory`.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ import contextlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from hpo.errors import InputError
@@ -75,9 +80,7 @@ def atomic_directory(target: Path, *, overwrite: bool = False, inputs: Sequence[
     except OSError as exc:
         raise InputError(f"{parent}: cannot create output parent directory ({exc.strerror})") from exc
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700; the result should look like a normal mkdir
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; the result should look like a normal mkdir
     try:
         yield tmp
         if target.exists():
@@ -92,19 +95,40 @@ def atomic_directory(target: Path, *, overwrite: bool = False, inputs: Sequence[
         raise
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same directory and a rename."""
+def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
+    """Call ``write(tmp)`` on an empty temporary file beside ``path``, then rename it to ``path``.
+
+    ``path``'s parent directories are created. The temporary file lives in the same directory so the
+    rename stays on one file system and is atomic; it gets the permissions a plain ``open()`` would
+    give (``0o666`` minus the umask), not ``mkstemp``'s private ``0o600``. On any exception, including
+    ``KeyboardInterrupt``, the temporary file is removed and ``path`` is left as it was.
+
+    ``write`` receives the temporary path (not a handle) so that writers which want a file name,
+    such as ``DataFrame.to_parquet``, work too; it must write to that exact name (``np.save`` given a
+    name appends ``.npy``, so pass it an open handle instead).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
+    tmp = Path(name)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; the result should look like a normal open()
+        os.close(fd)
+        os.chmod(tmp, 0o666 & ~_umask())
+        write(tmp)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` through :func:`atomic_write`."""
+    atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def _umask() -> int:
+    """The process umask (reading it means setting it, so it is set straight back)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import math
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import IO, Any
 
@@ -152,7 +149,7 @@ def _print_snapshot(snapshot: dict[str, Any]) -> None:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from hpo._atomic import STDOUT, check_replaceable
+    from hpo._atomic import STDOUT, atomic_write, check_replaceable
     from storage.db import sqlite_file
     from storage.results import snapshot_frame
 
@@ -183,7 +180,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         print(summary, file=sys.stderr)
         return 0
     try:
-        _write_atomically(args.out, lambda path: _write_frame(frame, path, fmt))
+        atomic_write(args.out, lambda path: _write_frame(frame, path, fmt))
     except OSError as exc:
         raise InputError(f"--out {args.out}: cannot write ({exc.strerror or exc})") from exc
     print(summary)
@@ -214,20 +211,3 @@ def _plain(value: Any) -> Any:
     if isinstance(value, float) and math.isnan(value):
         return None
     return value
-
-
-def _write_atomically(target: Path, write: Any) -> None:
-    """Write through a temporary file beside ``target`` and rename it: never a half-written file."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.tmp-", dir=target.parent)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; the result should look like a normal file
-        write(Path(tmp))
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise

@@ -25,8 +25,6 @@ from __future__ import annotations
 import contextlib
 import gzip
 import logging
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +33,7 @@ from typing import Any, BinaryIO
 import numpy as np
 import pandas as pd
 
+from hpo._atomic import atomic_write
 from hpo._npy import NpyError, read_npy
 from hpo.errors import InputError
 
@@ -185,8 +184,8 @@ def write_embeddings(path_npy: str | Path, keys: Sequence[str], vectors: np.ndar
         raise ValueError("vectors contain NaN or infinite values (as float32)")
     matrix_path.parent.mkdir(parents=True, exist_ok=True)
     text = "".join(f"{k}\n" for k in keys)
-    _atomic_write(vocab_path, lambda handle: handle.write(text.encode("utf-8")))
-    _atomic_write(matrix_path, lambda handle: np.save(handle, matrix, allow_pickle=False))
+    atomic_write(vocab_path, lambda tmp: tmp.write_bytes(text.encode("utf-8")))
+    atomic_write(matrix_path, lambda tmp: _save_npy(tmp, matrix))
     return matrix_path, vocab_path
 
 
@@ -549,14 +548,7 @@ def _read_word2vec_binary(path: Path) -> tuple[list[str], np.ndarray]:
     return keys, vectors
 
 
-def _atomic_write(path: Path, write: Any) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            write(handle)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
+def _save_npy(path: Path, matrix: np.ndarray) -> None:
+    # Through a handle: np.save given a name not ending in .npy (the temporary file's) appends .npy.
+    with path.open("wb") as handle:
+        np.save(handle, matrix, allow_pickle=False)

@@ -141,6 +141,31 @@ def _check_id_range(arr: np.ndarray, n_songs: int, name: str) -> None:
             f"[{arr.min()}, {arr.max()}]")
 
 
+def as_csr(tokens: npt.ArrayLike, offsets: npt.ArrayLike, n_songs: int, *,
+           oov: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Validate sequences stored CSR-style; returns int64 ``(tokens, offsets)``.
+
+    ``tokens`` is ``(n_tokens,)`` song ids in ``[0, n_songs)`` (with ``oov``, also ``-1`` for a song
+    outside the vocabulary); sequence ``j`` is ``tokens[offsets[j]:offsets[j + 1]]``, so ``offsets``
+    is ``(n_seq + 1,)``, non-decreasing, starts at 0 and ends at ``n_tokens``. Empty arrays of any
+    dtype are accepted (an empty Python list is float64).
+    """
+    tok = _as_int_array(tokens, "tokens")
+    off = _as_int_array(offsets, "offsets")
+    for name, arr in (("tokens", tok), ("offsets", off)):
+        if arr.ndim != 1:
+            raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
+    if off.size == 0 or off[0] != 0 or off[-1] != tok.size or (np.diff(off) < 0).any():
+        raise ValueError(
+            f"offsets must be non-decreasing, start at 0 and end at len(tokens) = {tok.size}, got "
+            f"{off[:3].tolist()}...{off[-3:].tolist()}")
+    lowest = -1 if oov else 0
+    if tok.size and (tok.min() < lowest or tok.max() >= n_songs):
+        allowed = f"[0, {n_songs}) or -1 (out of vocabulary)" if oov else f"[0, {n_songs})"
+        raise ValueError(f"tokens must be song ids in {allowed}, got values in [{tok.min()}, {tok.max()}]")
+    return tok, off
+
+
 def as_labels(values: npt.ArrayLike, n_songs: int, name: str) -> np.ndarray:
     """Validate ``(n_songs,)`` integer labels, ``-1`` meaning unknown; returns int64."""
     arr = _as_int_array(values, name)

@@ -36,6 +36,7 @@ import numpy as np
 import numpy.typing as npt
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
+from scipy.special import expit
 
 __all__ = [
     "BETWEENNESS_BACKENDS",
@@ -361,8 +362,10 @@ def _balanced_log_loss(logits: np.ndarray, y: np.ndarray) -> float:
 
 
 def _balanced_accuracy(logits: np.ndarray, y: np.ndarray) -> float:
-    predicted = logits > 0  # probability > 1/2, sklearn's predict()
-    return 0.5 * float(predicted[y == 1].mean() + (~predicted[y == 0]).mean())
+    """Balanced accuracy of ``logits > 0`` against 0/1 labels ``y`` (both ``(n,)``; both classes present)."""
+    from sklearn.metrics import balanced_accuracy_score
+
+    return float(balanced_accuracy_score(y, logits > 0))  # logit > 0: probability > 1/2, sklearn's predict()
 
 
 def _collect(results: list[dict[str, Any]], dim: int) -> ConceptVectors:
@@ -418,7 +421,7 @@ def concept_similarity(embeddings: npt.ArrayLike, vectors: ConceptVectors) -> np
     step = max(1, _SIMILARITY_ELEMENTS // K)
     for start in range(0, rows.size, step):
         block = X[rows[start : start + step]].astype(np.float64) @ vectors.weights.T + vectors.bias
-        activation = _sigmoid(block)
+        activation = expit(block)  # the logistic function, without overflow for large |block|
         _add_rows(S, owner[start : start + step], activation)
     return S / counts[:, None]
 
@@ -427,15 +430,6 @@ def _add_rows(S: np.ndarray, owner: np.ndarray, values: np.ndarray) -> None:
     # owner is sorted (concepts are contiguous), so sums of runs are a reduceat, far faster than add.at.
     starts = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])
     S[owner[starts]] += np.add.reduceat(values, starts, axis=0)
-
-
-def _sigmoid(z: np.ndarray) -> np.ndarray:
-    out = np.empty_like(z)
-    positive = z >= 0
-    out[positive] = 1.0 / (1.0 + np.exp(-z[positive]))
-    e = np.exp(z[~positive])
-    out[~positive] = e / (1.0 + e)
-    return out
 
 
 def concept_adjacency(similarity: npt.ArrayLike, threshold: float = 0.5) -> np.ndarray:

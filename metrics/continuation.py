@@ -30,6 +30,7 @@ import numpy as np
 import numpy.typing as npt
 
 from metrics._validation import (
+    as_csr,
     as_embeddings,
     check_int,
     effective_present,
@@ -79,7 +80,7 @@ def playlist_continuation(
     seed_size = check_int(seed_size, "seed_size", minimum=1)
     k = check_int(k, "k", minimum=1)
     batch_size = check_int(batch_size, "batch_size", minimum=1)
-    tok, off = _check_csr(tokens, offsets, n_songs)
+    tok, off = as_csr(tokens, offsets, n_songs, oov=True)
     usable = effective_present(emb, present)
 
     rows = np.flatnonzero(usable)
@@ -149,24 +150,3 @@ def _centroid(vectors: np.ndarray, positions: np.ndarray) -> np.ndarray:
     norm = np.linalg.norm(mean)
     query: np.ndarray = (mean / norm if norm > 0 else mean).astype(np.float32)
     return query
-
-
-def _check_csr(tokens: npt.ArrayLike, offsets: npt.ArrayLike, n_songs: int) -> tuple[np.ndarray, np.ndarray]:
-    tok = np.asarray(tokens)
-    off = np.asarray(offsets)
-    for name, arr in (("tokens", tok), ("offsets", off)):
-        if arr.size and (arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer)):
-            raise ValueError(f"{name} must contain integers, got dtype {arr.dtype}")
-        if arr.ndim != 1:
-            raise ValueError(f"{name} must be 1-D, got shape {arr.shape}")
-    tok = tok.astype(np.int64, copy=False)
-    off = off.astype(np.int64, copy=False)
-    if off.size == 0 or off[0] != 0 or off[-1] != tok.size or (np.diff(off) < 0).any():
-        raise ValueError(
-            f"offsets must be non-decreasing, start at 0 and end at len(tokens) = {tok.size}, got "
-            f"{off[:3].tolist()}...{off[-3:].tolist()}")
-    if tok.size and (tok.min() < -1 or tok.max() >= n_songs):
-        raise ValueError(
-            f"tokens must be song ids in [0, {n_songs}) or -1 (out of vocabulary), got values in "
-            f"[{tok.min()}, {tok.max()}]")
-    return tok, off

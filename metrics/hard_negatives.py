@@ -48,11 +48,14 @@ Everything is vectorised (scipy.sparse); there is no per-pair Python loop.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from numbers import Integral, Real
+from numbers import Real
 from typing import Literal
 
 import numpy as np
+import numpy.typing as npt
 import scipy.sparse as sp
+
+from metrics._validation import as_csr, check_int
 
 __all__ = [
     "HardNegatives",
@@ -77,49 +80,12 @@ _PAPER_DIVISOR = 10_000_000
 # --------------------------------------------------------------------------- #
 # validation helpers
 # --------------------------------------------------------------------------- #
-def _check_int(value: object, name: str, *, minimum: int) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, Integral):
-        raise ValueError(f"{name} must be an integer, got {value!r}")
-    value = int(value)
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return value
-
-
-def _as_int_array(values: object, name: str) -> np.ndarray:
-    arr = np.asarray(values)
-    if arr.ndim != 1:
-        raise ValueError(f"{name} must be one-dimensional, got shape {arr.shape}")
-    if arr.size == 0:
-        return arr.astype(np.int64)
-    if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
-        raise ValueError(f"{name} must have an integer dtype, got {arr.dtype}")
-    return arr.astype(np.int64, copy=False)
-
-
 def _validate_sequences(
-    tokens: object, offsets: object, n_songs: object
+    tokens: npt.ArrayLike, offsets: npt.ArrayLike, n_songs: object
 ) -> tuple[np.ndarray, np.ndarray, int]:
-    """Validate the CSR-style sequence input; return int64 copies/views."""
-    n_songs = _check_int(n_songs, "n_songs", minimum=0)
-    if n_songs > _INT32_MAX:
-        raise ValueError(f"n_songs must be <= {_INT32_MAX}, got {n_songs}")
-    tokens = _as_int_array(tokens, "tokens")
-    offsets = _as_int_array(offsets, "offsets")
-    if tokens.size and (tokens.min() < 0 or tokens.max() >= n_songs):
-        raise ValueError(
-            f"tokens must lie in [0, n_songs={n_songs}), "
-            f"got range [{tokens.min()}, {tokens.max()}]"
-        )
-    if offsets.size == 0:
-        raise ValueError("offsets must have at least one element (n_seq + 1)")
-    if offsets[0] != 0 or offsets[-1] != tokens.size:
-        raise ValueError(
-            f"offsets must start at 0 and end at len(tokens)={tokens.size}, "
-            f"got {offsets[0]} ... {offsets[-1]}"
-        )
-    if np.any(np.diff(offsets) < 0):
-        raise ValueError("offsets must be non-decreasing (monotone)")
+    """Validate the CSR-style sequence input (:func:`metrics._validation.as_csr`); return int64 arrays."""
+    n_songs = check_int(n_songs, "n_songs", minimum=0, maximum=_INT32_MAX)  # pairs are stored as int32
+    tokens, offsets = as_csr(tokens, offsets, n_songs)
     return tokens, offsets, n_songs
 
 
@@ -146,7 +112,7 @@ def _bigram_matrix(tokens: np.ndarray, offsets: np.ndarray, n_songs: int) -> sp.
     return mat
 
 
-def bigram_cooccurrence(tokens: object, offsets: object, n_songs: int) -> sp.csr_matrix:
+def bigram_cooccurrence(tokens: npt.ArrayLike, offsets: npt.ArrayLike, n_songs: int) -> sp.csr_matrix:
     """Symmetric matrix of unordered adjacent-bigram counts.
 
     For every adjacent pair ``(s_t, s_{t+1})`` inside a sequence (never across
@@ -217,7 +183,7 @@ def _sequence_matrices(
 
 
 def sequence_cooccurrence(
-    tokens: object, offsets: object, n_songs: int, *, min_distinct: int = 2
+    tokens: npt.ArrayLike, offsets: npt.ArrayLike, n_songs: int, *, min_distinct: int = 2
 ) -> tuple[sp.csr_matrix, np.ndarray, int]:
     """Sequence-level co-occurrence counts ``(C, n_a, N)``.
 
@@ -264,7 +230,7 @@ def sequence_cooccurrence(
         On malformed ``tokens``, ``offsets``, ``n_songs`` or ``min_distinct``.
     """
     tokens, offsets, n_songs = _validate_sequences(tokens, offsets, n_songs)
-    min_distinct = _check_int(min_distinct, "min_distinct", minimum=1)
+    min_distinct = check_int(min_distinct, "min_distinct", minimum=1)
     return _sequence_matrices(tokens, offsets, n_songs, min_distinct)
 
 
@@ -287,7 +253,7 @@ def default_min_cooc(total_occurrences: int) -> int:
     -------
     int
     """
-    total = _check_int(total_occurrences, "total_occurrences", minimum=0)
+    total = check_int(total_occurrences, "total_occurrences", minimum=0)
     return max(2, -(-total // _PAPER_DIVISOR))
 
 
@@ -452,8 +418,8 @@ def _upper_pairs(
 
 
 def find_hard_negatives(
-    tokens: object,
-    offsets: object,
+    tokens: npt.ArrayLike,
+    offsets: npt.ArrayLike,
     n_songs: int,
     *,
     scope: Scope = "bigram",
@@ -515,10 +481,10 @@ def find_hard_negatives(
     tokens, offsets, n_songs = _validate_sequences(tokens, offsets, n_songs)
     if total_occurrences is None:
         total_occurrences = int(tokens.size)
-    total_occurrences = _check_int(total_occurrences, "total_occurrences", minimum=0)
+    total_occurrences = check_int(total_occurrences, "total_occurrences", minimum=0)
     if min_cooc is None:
         min_cooc = default_min_cooc(total_occurrences)
-    min_cooc = _check_int(min_cooc, "min_cooc", minimum=1)
+    min_cooc = check_int(min_cooc, "min_cooc", minimum=1)
 
     if scope == "bigram":
         cooc = _bigram_matrix(tokens, offsets, n_songs)

@@ -4,6 +4,7 @@ file for every malformed input, and alignment to dataset song ids."""
 from __future__ import annotations
 
 import gzip
+import os
 import pickle
 from collections.abc import Callable
 from pathlib import Path
@@ -36,6 +37,10 @@ def test_write_then_read_npy_round_trip(tmp_path: Path) -> None:
     assert matrix_path == tmp_path / "sub" / "emb.npy" and vocab_path == tmp_path / "sub" / "emb.vocab.txt"
     assert vocab_path.read_text(encoding="utf-8").splitlines() == KEYS
     assert sorted(p.name for p in matrix_path.parent.iterdir()) == ["emb.npy", "emb.vocab.txt"]  # no temp files
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in (matrix_path, vocab_path):  # ordinary files, not the temporary file's private 0o600
+        assert oct(path.stat().st_mode & 0o777) == oct(0o666 & ~umask)
     for fmt in ("auto", "npy"):
         emb = read_embeddings(matrix_path, fmt=fmt)
         assert emb.keys == KEYS and len(emb) == len(KEYS) and emb.dim == 7
