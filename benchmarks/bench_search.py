@@ -65,10 +65,18 @@ def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _study(dataset: Path, storage: str, name: str, seed: int, budget: int, **settings: Any) -> optuna.Study:
-    """Create (or resume) study ``name`` and run it to ``budget`` completed trials."""
+def _study(dataset: Path, storage: str, name: str, seed: int, budget: int, *, run: bool = True,
+           **settings: Any) -> optuna.Study | None:
+    """Create (or resume) study ``name`` and run it to ``budget`` completed trials; with ``run=False``,
+    the study as far as it got (``None`` when it does not exist or has no completed baseline)."""
     config = parse_config({"name": name, "dataset": str(dataset), "storage": storage, "seed": seed,
                            "trials": budget, **settings}, name)
+    if not run:
+        try:
+            study = optuna.load_study(study_name=name, storage=storage)
+        except KeyError:
+            return None
+        return study if baseline_trial(study) is not None else None
     create_study(config, exist_ok=True)
     study, config = load_study(name, storage, config=config)
     done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
@@ -142,6 +150,8 @@ def main() -> int:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--anchor-seeds", default="0", help="study seeds of the single-objective TPE anchor")
     parser.add_argument("--anchor-budget", type=int, default=40, help="trials of the single-objective TPE anchor")
+    parser.add_argument("--no-run", action="store_true",
+                        help="train nothing: summarise the studies as far as they got (the trials column says how far)")
     args = parser.parse_args()
     plan = {item.split(":")[0]: sorted(int(b) for b in item.split(":")[1].split(",")) for item in args.plan.split()}
     samplers = list(plan)
@@ -161,8 +171,10 @@ def main() -> int:
         runs: dict[tuple[str, int], list[dict[str, Any]]] = {}
         tpe_best: list[np.ndarray] = []
         for seed in anchor_seeds:
-            tpe = _study(path, storage, f"anchor-tpe-ndcg-s{seed}", seed, args.anchor_budget,
+            tpe = _study(path, storage, f"anchor-tpe-ndcg-s{seed}", seed, args.anchor_budget, run=not args.no_run,
                          objectives=["ndcg"], sampler={"name": "tpe"}, constraint={"enabled": False})
+            if tpe is None:
+                continue
             base = baseline_trial(tpe)
             assert base is not None
             best = max(tpe.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: t.values[0])
@@ -175,9 +187,10 @@ def main() -> int:
             summary.setdefault(path.name, {}).setdefault("anchors", {})[seed] = {k: v.tolist() for k, v in anchors.items()}
             for sampler, sampler_budgets in plan.items():
                 for budget in sampler_budgets:
-                    study = _study(path, storage, f"{sampler}-{budget}-s{seed}", seed, budget,
+                    study = _study(path, storage, f"{sampler}-{budget}-s{seed}", seed, budget, run=not args.no_run,
                                    objectives=metrics, sampler={"name": sampler})
-                    runs.setdefault((sampler, budget), []).append(summarise(study, metrics, anchors))
+                    if study is not None:
+                        runs.setdefault((sampler, budget), []).append(summarise(study, metrics, anchors))
         summary[path.name]["runs"] = {f"{s}@{b}": rows for (s, b), rows in runs.items()}
         anchor_rows.extend(_anchor_rows(path.name, summary[path.name]["anchors"], runs, plan, metrics))
         for budget in budgets:
@@ -194,7 +207,7 @@ def main() -> int:
                "HV-1 per CPU h", "front dominates defaults / literature / tpe-ndcg"]
     print(format_table(headers, table))
     print()
-    print(format_table(["dataset", "configuration", "seeds", "NDCG", "CH-artist / CH-genre (ratios to defaults)"],
+    print(format_table(["dataset", "configuration", "seeds", "NDCG", "other objectives (CH-artist / CH-genre, ratios)"],
                        anchor_rows))
     return 0
 
@@ -220,7 +233,8 @@ def _anchor_rows(dataset: str, anchors: dict[int, dict[str, list[float]]], runs:
     """Ratios to gensim's defaults of each anchor and of each study's best feasible NDCG, over seeds."""
     rows = []
     for name in ("literature", "tpe-ndcg"):
-        points = [a[name] for a in anchors.values() if name in a]
+        # The TPE anchor runs for --anchor-seeds only and is shared by the study seeds: count it once.
+        points = list({tuple(a[name]): a[name] for a in anchors.values() if name in a}.values())
         if points:
             label = "caselles-dupre-2018" if name == "literature" else "tpe-ndcg best (anchor seeds)"
             rows.append([dataset, label, str(len(points)), _mean_ci([p[0] for p in points]),
@@ -274,6 +288,9 @@ def _table_row(dataset: str, sampler: str, budget: int, rows: list[dict[str, Any
         if name in rows[0]["anchors_dominated_by"] else "-"
         for name in ("defaults", "literature", "tpe-ndcg")) if not prefix else "-"
     label = f"{budget} (prefix)" if prefix else str(budget)
+    done = [int(r["trials"]) for r in rows]
+    if not prefix and min(done) < budget:  # --no-run on studies still running
+        label += f" ({min(done)}-{max(done)} done)"
     return [dataset, sampler, label, str(len(rows)), _mean_ci(values("hv@40")), _mean_ci(values(f"hv@{budget}")),
             ratio(f"hv@{budget}"), _mean_ci(values(f"ndcg@{budget}")), ratio(f"ndcg@{budget}"), balanced,
             (f"{_mean_ci(values('untrained'))} / {_mean_ci(values('untrained_coherence'))}" if not prefix else "-"),
