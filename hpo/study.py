@@ -510,6 +510,10 @@ def run_worker(
     worker, draw the same configurations.
     """
     dataset = study_dataset(study, config, dataset_path)
+    # The study's own search space, as resolved for its dataset when it was created (min_count on sparse
+    # data, a shorter epochs range on large data): a worker started from a config file holds the file's.
+    stored = stored_config(study.user_attrs[CONFIG_ATTR], config.storage, f"study {study.study_name!r}")
+    config = config.model_copy(update={"search_space": stored.search_space})
     on_worker_start(study, config, dataset)
     safeguard = study.user_attrs[SAFEGUARD_ATTR]  # set before READY_ATTR, which load_study waited for
     report = WorkerReport(worker=claim_worker(study, config))

@@ -148,14 +148,19 @@ def test_the_first_generation_is_what_the_study_runs_first(prepared_synth: Path,
 # -- sparse data -----------------------------------------------------------------------------------
 
 
-def test_min_count_is_searched_on_sparse_data_only(prepared_synth: Path, tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def prepared_aotm(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    prepared = tmp_path_factory.mktemp("aotm") / "prepared"
+    prepare_dataset(read_input(shared_dataset("aotm2011")), prepared)
+    return prepared
+
+
+def test_min_count_is_searched_on_sparse_data_only(prepared_synth: Path, prepared_aotm: Path) -> None:
     dense = PreparedDataset.load(prepared_synth)
     assert answerable_pair_share(dense) > 0.9
     default = parse_config({"name": "x", "dataset": str(prepared_synth)}, "t")
     assert resolve_search_space(default, dense) is default
-    prepared = tmp_path / "aotm"
-    prepare_dataset(read_input(shared_dataset("aotm2011")), prepared)
-    sparse = PreparedDataset.load(prepared)
+    sparse = PreparedDataset.load(prepared_aotm)
     # aotm2011: min_count 5 leaves about half of the validation pairs without a vector.
     assert 0.4 < answerable_pair_share(sparse) < 0.6
     resolved = resolve_search_space(default, sparse)
@@ -166,6 +171,25 @@ def test_min_count_is_searched_on_sparse_data_only(prepared_synth: Path, tmp_pat
     fixed = parse_config({"name": "x", "dataset": ".", "search_space": {"min_count": 1}}, "t")
     assert resolve_search_space(fixed, sparse).search_space["min_count"] == 1
     assert isinstance(SPARSE_MIN_COUNT, Distribution) and SPARSE_MIN_COUNT.contains(GENSIM_DEFAULTS["min_count"])
+
+
+def test_a_worker_started_from_a_config_file_searches_the_studys_resolved_space(
+    prepared_aotm: Path, tmp_path: Path
+) -> None:
+    """The file says nothing of min_count; the study resolved it for sparse aotm2011: the worker must search it."""
+    storage = f"sqlite:///{tmp_path / 'a.db'}"
+    config = write_toml(tmp_path / "study.toml", {"name": "sparse", "dataset": str(prepared_aotm), "storage": storage,
+                                                  "seed": 3, "trials": 4, "sampler": {"name": "random"},
+                                                  "objectives": ["ndcg", "ch_genre"],
+                                                  "evaluation": {"k": 20, "coherence_sample": 500, "ch_sample": 2000},
+                                                  "search_space": {"epochs": 1}})
+    result = run_cli("study", "run", str(config))
+    assert result.returncode == 0, result.stderr
+    study = optuna.load_study(study_name="sparse", storage=storage)
+    trials = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(trials) == 4 and trials[0].params["min_count"] == GENSIM_DEFAULTS["min_count"]
+    assert all(SPARSE_MIN_COUNT.contains(t.params["min_count"]) for t in trials)
+    assert len({t.params["min_count"] for t in trials}) > 1
 
 
 @pytest.mark.parametrize(("share", "sparse"), [(0.9, False), (0.8999, True), (1.0, False)])
