@@ -68,7 +68,7 @@ def _log(message: str) -> None:
 def _study(dataset: Path, storage: str, name: str, seed: int, budget: int, *, run: bool = True,
            **settings: Any) -> optuna.Study | None:
     """Create (or resume) study ``name`` and run it to ``budget`` completed trials; with ``run=False``,
-    the study as far as it got (``None`` when it does not exist or has no completed baseline)."""
+    the study if it has reached ``budget`` (``None`` when it does not exist or is still short of it)."""
     config = parse_config({"name": name, "dataset": str(dataset), "storage": storage, "seed": seed,
                            "trials": budget, **settings}, name)
     if not run:
@@ -76,7 +76,11 @@ def _study(dataset: Path, storage: str, name: str, seed: int, budget: int, *, ru
             study = optuna.load_study(study_name=name, storage=storage)
         except KeyError:
             return None
-        return study if baseline_trial(study) is not None else None
+        done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+        if done < budget or baseline_trial(study) is None:
+            _log(f"{name}: {done} of {budget} trials, left out")
+            return None
+        return study
     create_study(config, exist_ok=True)
     study, config = load_study(name, storage, config=config)
     done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
@@ -151,7 +155,7 @@ def main() -> int:
     parser.add_argument("--anchor-seeds", default="0", help="study seeds of the single-objective TPE anchor")
     parser.add_argument("--anchor-budget", type=int, default=40, help="trials of the single-objective TPE anchor")
     parser.add_argument("--no-run", action="store_true",
-                        help="train nothing: summarise the studies as far as they got (the trials column says how far)")
+                        help="train nothing: summarise the studies that reached their budget (the others are left out)")
     args = parser.parse_args()
     plan = {item.split(":")[0]: sorted(int(b) for b in item.split(":")[1].split(",")) for item in args.plan.split()}
     samplers = list(plan)
@@ -288,9 +292,6 @@ def _table_row(dataset: str, sampler: str, budget: int, rows: list[dict[str, Any
         if name in rows[0]["anchors_dominated_by"] else "-"
         for name in ("defaults", "literature", "tpe-ndcg")) if not prefix else "-"
     label = f"{budget} (prefix)" if prefix else str(budget)
-    done = [int(r["trials"]) for r in rows]
-    if not prefix and min(done) < budget:  # --no-run on studies still running
-        label += f" ({min(done)}-{max(done)} done)"
     return [dataset, sampler, label, str(len(rows)), _mean_ci(values("hv@40")), _mean_ci(values(f"hv@{budget}")),
             ratio(f"hv@{budget}"), _mean_ci(values(f"ndcg@{budget}")), ratio(f"ndcg@{budget}"), balanced,
             (f"{_mean_ci(values('untrained'))} / {_mean_ci(values('untrained_coherence'))}" if not prefix else "-"),
