@@ -50,7 +50,7 @@ from optuna.trial import FrozenTrial, TrialState
 from dashboards.selection import balanced_compromise
 from hpo._table import format_table
 from hpo.config import parse_config
-from hpo.dataset import PreparedDataset
+from hpo.data.dataset import PreparedDataset
 from hpo.experiment import multi_objectives
 from hpo.results import confidence_interval
 from hpo.search import LITERATURE_SETTINGS

@@ -112,7 +112,7 @@ def _cell(value: Any) -> str:
 
 def _dataset_counts(config: Mapping[str, Any], fingerprint: str) -> str:
     """Counts from the prepared dataset's manifest when it is readable here and is the study's."""
-    from hpo.dataset import PreparedDataset
+    from hpo.data.dataset import PreparedDataset
 
     try:
         dataset = PreparedDataset.load(config.get("dataset", ""))

@@ -233,7 +233,7 @@ def _print_json(payload: Any) -> None:
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
-    from hpo.synth import SynthParams, write_synthetic
+    from hpo.data.synth import SynthParams, write_synthetic
 
     params = SynthParams(sequences=args.sequences, tracks=args.tracks, seed=args.seed)
     _log.info("generating %d synthetic sessions over %d tracks (seed %d)", params.sequences, params.tracks, params.seed)
@@ -244,8 +244,8 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
 def _cmd_prepare(args: argparse.Namespace) -> int:
     from hpo._atomic import check_replaceable
-    from hpo.prepare import PrepareParams, prepare_dataset
-    from hpo.readers import read_input
+    from hpo.data.prepare import PrepareParams, prepare_dataset
+    from hpo.data.readers import read_input
 
     params = PrepareParams(
         val=args.val,
@@ -276,7 +276,7 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def _cmd_verify(args: argparse.Namespace) -> int:
-    from hpo.dataset import PreparedDataset
+    from hpo.data.dataset import PreparedDataset
 
     summary = PreparedDataset.load(args.dataset, verify=False).verify()
     _print_json({**summary, "verified": True})
@@ -412,9 +412,9 @@ def _cmd_study_list(args: argparse.Namespace) -> int:
 def _cmd_demo(args: argparse.Namespace) -> int:
     from hpo._atomic import check_replaceable
     from hpo.config import parse_config
-    from hpo.prepare import PrepareParams
+    from hpo.data.prepare import PrepareParams
+    from hpo.data.synth import SynthParams
     from hpo.study import load_study
-    from hpo.synth import SynthParams
 
     out: Path = args.out.resolve()
     if out.exists() and not args.force:
@@ -461,10 +461,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def _run_demo(out: Path, synth: Any, prepare: Any, config: Any) -> None:
     from hpo._atomic import atomic_write_text
-    from hpo.prepare import prepare_dataset
-    from hpo.readers import read_input
+    from hpo.data.prepare import prepare_dataset
+    from hpo.data.readers import read_input
+    from hpo.data.synth import write_synthetic
     from hpo.study import create_study, load_study, run_worker
-    from hpo.synth import write_synthetic
 
     _log.info("demo 1/3: synthetic data (%d sessions, %d tracks)", synth.sequences, synth.tracks)
     write_synthetic(out / "data", synth)

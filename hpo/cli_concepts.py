@@ -150,7 +150,7 @@ def _default_out(args: argparse.Namespace) -> str:
 
 def _load_inputs(args: argparse.Namespace) -> tuple[Any, Any, str]:
     from hpo.concepts import file_embeddings, trial_embeddings
-    from hpo.dataset import PreparedDataset
+    from hpo.data.dataset import PreparedDataset
 
     if args.embeddings is not None:
         dataset = PreparedDataset.load(args.prepared)

@@ -100,8 +100,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     # faiss announces at INFO which CPU build it loads; that is noise for a user.
     logging.getLogger("faiss").setLevel(logging.WARNING)
     # Heavy imports (faiss, scikit-learn) only when the command runs, so 'songhpo --help' stays fast.
-    from hpo.dataset import PreparedDataset
-    from hpo.embeddings_io import align_to_dataset, ignored_key_examples, read_embeddings
+    from hpo.data.dataset import PreparedDataset
+    from hpo.data.embeddings_io import align_to_dataset, ignored_key_examples, read_embeddings
     from hpo.evaluation import continuation_scores, evaluate_split
     from metrics.evaluate import EvaluationSettings
 

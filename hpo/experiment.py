@@ -52,7 +52,7 @@ from hpo import __version__
 from hpo._atomic import atomic_write_text
 from hpo.choices import DEFAULT_SCALES, MODES
 from hpo.config import SEARCH_PRESETS, StudyConfig, parse_config
-from hpo.dataset import PreparedDataset
+from hpo.data.dataset import PreparedDataset
 from hpo.errors import InputError
 from hpo.results import evaluate_front, retrain_seed, training_params
 from hpo.study import (

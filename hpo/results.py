@@ -35,7 +35,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpo._progress import bar
 from hpo.config import StudyConfig
-from hpo.dataset import PreparedDataset
+from hpo.data.dataset import PreparedDataset
 from hpo.errors import InputError
 from hpo.evaluation import CONTINUATION_KEYS
 from metrics.evaluate import METRIC_KEYS

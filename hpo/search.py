@@ -31,7 +31,7 @@ import optuna
 from optuna.distributions import BaseDistribution, FloatDistribution
 
 from hpo.config import DEFAULT_SEARCH_SPACE, SPARSE_MIN_COUNT, Distribution, StudyConfig
-from hpo.dataset import PreparedDataset
+from hpo.data.dataset import PreparedDataset
 from hpo.errors import InputError
 from objectives.word2vec import GENSIM_DEFAULTS
 

@@ -35,7 +35,7 @@ from sqlalchemy.engine import Engine, make_url
 
 from hpo._progress import bar
 from hpo.config import METRIC_DIRECTIONS, StudyConfig, parse_config
-from hpo.dataset import PreparedDataset
+from hpo.data.dataset import PreparedDataset
 from hpo.errors import InputError, first_line
 from hpo.evaluation import evaluation_data
 from hpo.results import on_study_created, on_worker_start, record_completed_trial

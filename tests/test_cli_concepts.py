@@ -23,11 +23,11 @@ from hpo.concepts import (
     load_concept_sets,
     trial_embeddings,
 )
-from hpo.dataset import PreparedDataset
-from hpo.embeddings_io import write_embeddings
+from hpo.data.dataset import PreparedDataset
+from hpo.data.embeddings_io import write_embeddings
+from hpo.data.prepare import PrepareParams, prepare_dataset
+from hpo.data.readers import read_input
 from hpo.errors import InputError
-from hpo.prepare import PrepareParams, prepare_dataset
-from hpo.readers import read_input
 from hpo.study import load_study, trial_data
 from metrics.evaluate import evaluate
 from objectives.word2vec import train_word2vec

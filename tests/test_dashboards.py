@@ -30,7 +30,7 @@ from dashboards.launch import (
 )
 from dashboards.pareto import FRONT, INFEASIBLE
 from dashboards.selection import select_configurations
-from hpo.dataset import PreparedDataset
+from hpo.data.dataset import PreparedDataset
 from hpo.study import baseline_trial, feasible_pareto_front
 from tests.conftest import run_tiny_study
 

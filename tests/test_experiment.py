@@ -20,7 +20,7 @@ from scipy import stats
 
 from dashboards.experiment import claim_verdicts, difference_interval, mean_interval, render_markdown
 from hpo.config import parse_config
-from hpo.dataset import PreparedDataset
+from hpo.data.dataset import PreparedDataset
 from hpo.errors import InputError
 from hpo.experiment import ExperimentSettings, clustering_objective, multi_objectives, plan_studies
 from hpo.study import training_subset, trial_data

@@ -21,11 +21,11 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from hpo.dataset import PreparedDataset
-from hpo.embeddings_io import read_embeddings
+from hpo.data.dataset import PreparedDataset
+from hpo.data.embeddings_io import read_embeddings
+from hpo.data.prepare import PrepareParams, prepare_dataset
+from hpo.data.readers import RawDataset, read_input
 from hpo.errors import InputError
-from hpo.prepare import PrepareParams, prepare_dataset
-from hpo.readers import RawDataset, read_input
 
 # Deterministic by default (CI must not flake on a new random example). SONGHPO_FUZZ_EXAMPLES=5000 fuzzes
 # longer with fresh random examples.

@@ -130,9 +130,9 @@ def test_on_real_data_noise_is_not_a_violation_and_a_real_increase_is(tmp_path: 
     beyond the 10% tolerance, but within what those 60 songs' spread explains; an embedding trained on
     shuffled co-occurrence is far above it."""
     from hpo.config import parse_config
-    from hpo.dataset import PreparedDataset
-    from hpo.prepare import prepare_dataset
-    from hpo.readers import read_input
+    from hpo.data.dataset import PreparedDataset
+    from hpo.data.prepare import prepare_dataset
+    from hpo.data.readers import read_input
     from hpo.search import LITERATURE_SETTINGS
     from hpo.study import trial_data
     from objectives.trial import run_configuration

@@ -17,9 +17,9 @@ import pytest
 from optuna.trial import TrialState
 
 from hpo.config import DEFAULT_SEARCH_SPACE, PAPER_SEARCH_SPACE, SPARSE_MIN_COUNT, Distribution, parse_config
-from hpo.dataset import PreparedDataset
-from hpo.prepare import prepare_dataset
-from hpo.readers import read_input
+from hpo.data.dataset import PreparedDataset
+from hpo.data.prepare import prepare_dataset
+from hpo.data.readers import read_input
 from hpo.search import (
     LITERATURE_SETTINGS,
     answerable_pair_share,

@@ -19,7 +19,7 @@ from optuna.trial import TrialState
 from sqlalchemy import inspect, text
 
 from hpo.config import parse_config
-from hpo.dataset import PreparedDataset
+from hpo.data.dataset import PreparedDataset
 from hpo.errors import InputError
 from hpo.results import record_trial, validation_metrics
 from hpo.study import create_study, load_study, run_worker

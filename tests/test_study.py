@@ -14,10 +14,10 @@ from optuna.trial import TrialState
 
 from dashboards.pareto import pareto_figure
 from hpo.config import Distribution, parse_config
-from hpo.dataset import PreparedDataset
+from hpo.data.dataset import PreparedDataset
+from hpo.data.prepare import prepare_dataset
+from hpo.data.readers import read_input
 from hpo.errors import InputError
-from hpo.prepare import prepare_dataset
-from hpo.readers import read_input
 from hpo.study import create_study, feasible_pareto_front, load_study, run_worker, study_status, trial_data
 from objectives.trial import run_configuration
 from objectives.word2vec import GENSIM_DEFAULTS

@@ -543,7 +543,7 @@ def read_mpd(path: str | Path) -> RawDataset:
     positions = np.arange(len(tracks_of_play), dtype=np.int64) - np.repeat(np.cumsum(lengths) - lengths, lengths)
     uris = np.asarray(list(track_code), dtype=object)
     # Compact categorical columns; categories sorted so that ordering and factorising them is the same
-    # as for plain strings (hpo.prepare sorts and codes track and sequence ids as strings).
+    # as for plain strings (hpo.data.prepare sorts and codes track and sequence ids as strings).
     plays = pd.DataFrame(
         {
             "sequence_id": _sorted_categorical(np.asarray(seq_pids, dtype=object), seq_of_play),

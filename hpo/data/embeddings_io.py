@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from hpo._atomic import atomic_write
-from hpo._npy import NpyError, read_npy
+from hpo.data._npy import NpyError, read_npy
 from hpo.errors import InputError
 
 __all__ = [
