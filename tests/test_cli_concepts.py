@@ -144,7 +144,7 @@ def test_tag_sets_of_yes_small(yes_small: tuple[Path, Path]) -> None:
 
 
 def test_cli_defaults_are_the_library_defaults() -> None:
-    from hpo import cli_concepts
+    from hpo.cli import concepts as cli_concepts
 
     defaults = HierarchySettings()
     assert cli_concepts.KINDS == KINDS
@@ -297,7 +297,7 @@ def test_trial_embeddings_reproduce_the_trial(prepared_synth: Path, tmp_path: Pa
 
 def _in_process(capsys: pytest.CaptureFixture[str], *args: str) -> subprocess.CompletedProcess[str]:
     """The CLI's own entry point in this process (same code path as the console script, no start-up)."""
-    from hpo.cli import main
+    from hpo.cli.main import main
 
     code = main(list(args))
     captured = capsys.readouterr()

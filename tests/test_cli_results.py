@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hpo.cli_results import format_interval
+from hpo.cli.results import format_interval
 from hpo.study import create_study, feasible_pareto_front
 from storage import results as store
 from storage.db import dispose_engines

@@ -31,7 +31,7 @@ _DEFAULTS = argparse.Namespace(kind="playlists", min_size=20, min_accuracy=0.70,
 
 def add_concepts_command(commands: Any) -> argparse.ArgumentParser:
     """Register ``concepts`` on ``commands`` (the ``add_subparsers()`` object of the top-level parser)."""
-    from hpo.cli import _storage_argument
+    from hpo.cli.main import _storage_argument
 
     defaults = _DEFAULTS
     parser: argparse.ArgumentParser = commands.add_parser(

@@ -19,7 +19,7 @@ EXPORT_FORMATS = ("csv", "json", "parquet")
 
 def add_result_commands(commands: Any, study_commands: Any) -> None:
     """Register ``study evaluate`` under ``study_commands`` and ``pareto show|export`` under ``commands``."""
-    from hpo.cli import _storage_argument
+    from hpo.cli.main import _storage_argument
 
     evaluate = study_commands.add_parser(
         "evaluate",

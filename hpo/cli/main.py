@@ -136,11 +136,11 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("dataset", type=Path, help="prepared dataset directory")
     verify.set_defaults(handler=_cmd_verify)
 
-    from hpo.cli_concepts import add_concepts_command
-    from hpo.cli_dashboard import add_dashboard_commands
-    from hpo.cli_eval import add_eval_command
-    from hpo.cli_experiment import add_experiment_commands
-    from hpo.cli_results import add_result_commands
+    from hpo.cli.concepts import add_concepts_command
+    from hpo.cli.dashboard import add_dashboard_commands
+    from hpo.cli.eval import add_eval_command
+    from hpo.cli.experiment import add_experiment_commands
+    from hpo.cli.results import add_result_commands
 
     add_eval_command(commands)
     study_commands = _add_study_commands(commands)

@@ -16,7 +16,7 @@ _log = logging.getLogger("songhpo")
 
 def add_dashboard_commands(commands: Any) -> None:
     """Register ``dashboard`` and ``report`` on the top-level subparsers."""
-    from hpo.cli import _storage_argument
+    from hpo.cli.main import _storage_argument
 
     dashboard = commands.add_parser(
         "dashboard",
