@@ -33,7 +33,8 @@ from hpo.data.dataset import PreparedDataset
 from hpo.data.prepare import PrepareParams, prepare_dataset
 from hpo.data.readers import read_input
 from hpo.data.synth import SynthParams, write_synthetic
-from hpo.study import create_study, load_study, trial_data
+from hpo.study import create_study, load_study
+from hpo.trials import trial_data
 from objectives.trial import HardNegReference, Objective, Safeguard
 from objectives.word2vec import stable_hash, word2vec_kwargs
 

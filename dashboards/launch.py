@@ -28,15 +28,14 @@ from dashboards.pareto import PARETO_GRAPH_ID, publish_pareto_chart
 from dashboards.report import latest_snapshot
 from dashboards.selection import select_configurations
 from hpo.errors import InputError
-from hpo.study import (
+from hpo.study import require_sqlite_file, safe_url
+from hpo.trials import (
     CONFIG_ATTR,
     FINGERPRINT_ATTR,
     SAFEGUARD_ATTR,
     baseline_trial,
     feasible_pareto_front,
     infeasibility_warning,
-    require_sqlite_file,
-    safe_url,
     safeguard_rule,
 )
 

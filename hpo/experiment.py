@@ -55,14 +55,8 @@ from hpo.config import SEARCH_PRESETS, StudyConfig, parse_config
 from hpo.data.dataset import PreparedDataset
 from hpo.errors import InputError
 from hpo.results import evaluate_front, retrain_seed, training_params
-from hpo.study import (
-    SAFEGUARD_ATTR,
-    baseline_trial,
-    create_study,
-    feasible_pareto_front,
-    run_worker,
-    training_subset_size,
-)
+from hpo.study import create_study, run_worker
+from hpo.trials import SAFEGUARD_ATTR, baseline_trial, feasible_pareto_front, training_subset_size
 from storage import results as store
 
 __all__ = ["MODES", "ExperimentSettings", "StudyPlan", "load_results", "merge_results", "plan_studies", "run_experiment"]

@@ -23,7 +23,7 @@ from hpo.config import parse_config
 from hpo.data.dataset import PreparedDataset
 from hpo.errors import InputError
 from hpo.experiment import ExperimentSettings, clustering_objective, multi_objectives, plan_studies
-from hpo.study import training_subset, trial_data
+from hpo.trials import training_subset, trial_data
 from storage import results as store
 from tests.conftest import run_cli, shared_dataset
 

@@ -26,7 +26,7 @@ from dashboards import figures as fig
 from dashboards.pareto import BASELINE, FEASIBLE, FRONT, INFEASIBLE, pareto_3d_figure, pareto_figure
 from dashboards.report import build_report
 from dashboards.selection import BALANCED_RULE, select_configurations
-from hpo.study import feasible_pareto_front
+from hpo.trials import feasible_pareto_front
 from tests.conftest import run_cli, run_tiny_study
 
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)

@@ -380,7 +380,7 @@ def test_joining_with_another_seed_is_refused_and_an_old_study_keeps_the_paper_s
     prepared_synth: Path, tmp_path: Path
 ) -> None:
     from hpo.errors import InputError
-    from hpo.study import CONFIG_ATTR
+    from hpo.trials import CONFIG_ATTR
 
     storage = f"sqlite:///{tmp_path / 's.db'}"
     config = _config(prepared_synth, storage, trials=4)
@@ -440,7 +440,7 @@ def test_a_first_generation_whose_claimant_died_is_queued_by_the_next_worker(
 def test_a_worker_with_the_wrong_number_of_objectives_fails_its_trial_with_a_reason(
     prepared_synth: Path, tmp_path: Path
 ) -> None:
-    from hpo.study import trial_data
+    from hpo.trials import trial_data
     from objectives.trial import Objective
 
     storage = f"sqlite:///{tmp_path / 'o.db'}"

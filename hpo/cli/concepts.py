@@ -156,7 +156,8 @@ def _load_inputs(args: argparse.Namespace) -> tuple[Any, Any, str]:
         _log.info("reading embeddings %s", args.embeddings)
         return dataset, file_embeddings(args.embeddings, dataset, vocab=args.vocab, fmt=args.format), args.embeddings.name
 
-    from hpo.study import FINGERPRINT_ATTR, load_study
+    from hpo.study import load_study
+    from hpo.trials import FINGERPRINT_ATTR
 
     study, config = load_study(args.name, args.storage)
     dataset = PreparedDataset.load(args.prepared or config.dataset)

@@ -91,7 +91,8 @@ def _latest(name: str, storage: str) -> dict[str, Any] | None:
 def _cmd_show(args: argparse.Namespace) -> int:
     snapshot = _latest(args.name, args.storage)
     if snapshot is None:
-        from hpo.study import feasible_pareto_front, load_study, trial_row
+        from hpo.study import load_study
+        from hpo.trials import feasible_pareto_front, trial_row
 
         study, _ = load_study(args.name, args.storage)
         rows = [trial_row(t, study.metric_names) for t in feasible_pareto_front(study)]

@@ -122,7 +122,8 @@ def _cmd_study_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_study_status(args: argparse.Namespace) -> int:
-    from hpo.study import load_study, safeguard_rule, study_status
+    from hpo.study import load_study, study_status
+    from hpo.trials import safeguard_rule
 
     study, config = load_study(args.name, args.storage)
     status = study_status(study)
@@ -148,7 +149,7 @@ def _cmd_study_status(args: argparse.Namespace) -> int:
 
 
 def pareto_rows(study: Any) -> list[dict[str, Any]]:
-    from hpo.study import feasible_pareto_front, trial_row
+    from hpo.trials import feasible_pareto_front, trial_row
 
     return [trial_row(t, study.metric_names) for t in feasible_pareto_front(study)]
 
@@ -168,7 +169,8 @@ def _cmd_study_pareto(args: argparse.Namespace) -> int:
 def _cmd_study_list(args: argparse.Namespace) -> int:
     import optuna
 
-    from hpo.study import CONFIG_ATTR, open_storage_url, require_sqlite_file, safe_url
+    from hpo.study import open_storage_url, require_sqlite_file, safe_url
+    from hpo.trials import CONFIG_ATTR
 
     require_sqlite_file(args.storage)
     storage = open_storage_url(args.storage)
