@@ -35,8 +35,8 @@ import scipy.sparse as sp
 from hpo._atomic import atomic_directory
 from hpo._progress import bar
 from hpo.data.dataset import PreparedDataset
-from hpo.errors import InputError
 from metrics import concepts as mc
+from storage.errors import InputError
 
 __all__ = [
     "KINDS",

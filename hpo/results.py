@@ -36,11 +36,11 @@ from optuna.trial import FrozenTrial, TrialState
 from hpo._progress import bar
 from hpo.config import StudyConfig
 from hpo.data.dataset import PreparedDataset
-from hpo.errors import InputError
 from hpo.evaluation import CONTINUATION_KEYS
 from hpo.trials import SAFEGUARD_ATTR, baseline_trial, feasible_pareto_front, safeguard_rule, study_dataset, trial_data
 from metrics.evaluate import METRIC_KEYS
 from storage import results as store
+from storage.errors import InputError
 
 __all__ = [
     "TEST_SEED_STRIDE",

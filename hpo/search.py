@@ -32,8 +32,8 @@ from optuna.distributions import BaseDistribution, FloatDistribution
 
 from hpo.config import DEFAULT_SEARCH_SPACE, SPARSE_MIN_COUNT, Distribution, StudyConfig
 from hpo.data.dataset import PreparedDataset
-from hpo.errors import InputError
 from objectives.word2vec import GENSIM_DEFAULTS
+from storage.errors import InputError
 
 __all__ = [
     "LITERATURE_SETTINGS",

@@ -34,7 +34,6 @@ from sqlalchemy.engine import Engine, make_url
 from hpo._progress import bar
 from hpo.config import METRIC_DIRECTIONS, StudyConfig, parse_config
 from hpo.data.dataset import PreparedDataset
-from hpo.errors import InputError, first_line
 from hpo.results import on_study_created, on_worker_start, record_completed_trial
 from hpo.search import initial_design, make_sampler, params_claim_key, require_gp, resolve_search_space
 from hpo.trials import (
@@ -57,6 +56,7 @@ from objectives.trial import (
 )
 from storage import results as store
 from storage.db import safe_url
+from storage.errors import InputError, first_line
 
 _log = logging.getLogger(__name__)
 # Heartbeats, retries and metric names are marked experimental in Optuna 5 but are the documented way.

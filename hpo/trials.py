@@ -17,10 +17,10 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpo.config import StudyConfig
 from hpo.data.dataset import PreparedDataset
-from hpo.errors import InputError
 from hpo.evaluation import evaluation_data
 from metrics.evaluate import EvaluationSettings
 from objectives.trial import TrialData
+from storage.errors import InputError
 
 #: User attributes of a songhpo study: its config (without the storage URL), the HardNeg safeguard status
 #: and the fingerprint of its prepared dataset.

@@ -27,11 +27,11 @@ from hpo.data.dataset import PreparedDataset
 from hpo.data.embeddings_io import write_embeddings
 from hpo.data.prepare import PrepareParams, prepare_dataset
 from hpo.data.readers import read_input
-from hpo.errors import InputError
 from hpo.study import load_study
 from hpo.trials import trial_data
 from metrics.evaluate import evaluate
 from objectives.word2vec import train_word2vec
+from storage.errors import InputError
 from tests.conftest import run_cli, run_tiny_study, shared_dataset
 
 # --------------------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ import pytest
 
 import hpo.data.dataset
 from hpo.data.dataset import PreparedDataset
-from hpo.errors import InputError
+from storage.errors import InputError
 from tests.conftest import assert_one_line_error, run_cli, tiny_study_config, write_toml
 
 FIX = "prepare it again from its input with the same options: songhpo data prepare"

@@ -15,7 +15,7 @@ import pytest
 from hpo.data.dataset import PreparedDataset
 from hpo.data.prepare import prepare_dataset
 from hpo.data.readers import detect_format, read_input, read_mpd
-from hpo.errors import InputError
+from storage.errors import InputError
 from tests.conftest import run_cli
 
 NAMES = ["Chill", "chill ", "Road  Trip", "workout", "", None]

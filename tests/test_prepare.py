@@ -14,8 +14,8 @@ import hpo.data.prepare
 from hpo.data.dataset import PreparedDataset
 from hpo.data.prepare import PrepareParams, prepare_dataset
 from hpo.data.readers import read_input
-from hpo.errors import InputError
 from metrics.hard_negatives import find_hard_negatives
+from storage.errors import InputError
 from tests.conftest import shared_dataset
 
 

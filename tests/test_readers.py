@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from hpo.data.readers import primary_genres_from_tags, read_generic, read_input, read_plays, read_yes
-from hpo.errors import InputError
+from storage.errors import InputError
 from tests.conftest import shared_dataset
 
 PLAYS = pd.DataFrame(

@@ -379,8 +379,8 @@ def test_joining_with_other_objectives_is_refused_in_one_line(prepared_synth: Pa
 def test_joining_with_another_seed_is_refused_and_an_old_study_keeps_the_paper_space(
     prepared_synth: Path, tmp_path: Path
 ) -> None:
-    from hpo.errors import InputError
     from hpo.trials import CONFIG_ATTR
+    from storage.errors import InputError
 
     storage = f"sqlite:///{tmp_path / 's.db'}"
     config = _config(prepared_synth, storage, trials=4)

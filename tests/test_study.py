@@ -17,11 +17,11 @@ from hpo.config import Distribution, parse_config
 from hpo.data.dataset import PreparedDataset
 from hpo.data.prepare import prepare_dataset
 from hpo.data.readers import read_input
-from hpo.errors import InputError
 from hpo.study import create_study, load_study, run_worker, study_status
 from hpo.trials import feasible_pareto_front, trial_data
 from objectives.trial import run_configuration
 from objectives.word2vec import GENSIM_DEFAULTS
+from storage.errors import InputError
 from tests.conftest import run_tiny_study, shared_dataset, tiny_study_config
 
 METRIC_KEYS = ["ndcg", "ndcg_in", "ndcg_out", "hitrate", "hardneg", "hardneg_support", "coherence_genre",

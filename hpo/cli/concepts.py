@@ -17,7 +17,7 @@ from typing import Any
 
 from hpo._table import format_table
 from hpo.cli.common import storage_argument
-from hpo.errors import InputError
+from storage.errors import InputError
 
 __all__ = ["add_concepts_command"]
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from hpo.cli.common import storage_argument
-from hpo.errors import InputError
+from storage.errors import InputError
 
 _log = logging.getLogger("songhpo")
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from hpo.cli.common import print_json
-from hpo.errors import InputError
+from storage.errors import InputError
 
 __all__ = ["add_data_commands"]
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from hpo.cli.common import print_rows
 from hpo.cli.study import pareto_rows
-from hpo.errors import InputError
+from storage.errors import InputError
 
 __all__ = ["add_demo_command"]
 

@@ -2,7 +2,7 @@
 
 Registered on the top-level parser by :func:`add_eval_command`. Results go to stdout (tables, or one
 JSON object with ``--json``); logs and warnings go to stderr; user mistakes raise
-:class:`~hpo.errors.InputError` (one line, exit code 2).
+:class:`~storage.errors.InputError` (one line, exit code 2).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 
 from hpo._table import format_table, format_value
 from hpo.choices import SPLITS
-from hpo.errors import InputError
+from storage.errors import InputError
 
 __all__ = ["add_eval_command"]
 

@@ -1,7 +1,7 @@
 """Entry point and top-level parser of the ``songhpo`` command line; every command group registers
 itself from its own module of :mod:`hpo.cli`.
 
-User mistakes (:class:`hpo.errors.InputError`) print one line on stderr and exit with code 2; logs go
+User mistakes (:class:`storage.errors.InputError`) print one line on stderr and exit with code 2; logs go
 to stderr, results to stdout.
 """
 
@@ -24,7 +24,7 @@ from hpo.cli.eval import add_eval_command
 from hpo.cli.experiment import add_experiment_commands
 from hpo.cli.results import add_result_commands
 from hpo.cli.study import add_study_commands
-from hpo.errors import InputError
+from storage.errors import InputError
 
 
 def main(argv: Sequence[str] | None = None) -> int:

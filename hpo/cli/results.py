@@ -12,7 +12,7 @@ from typing import IO, Any
 
 from hpo._table import format_table, format_value
 from hpo.cli.common import storage_argument
-from hpo.errors import InputError
+from storage.errors import InputError
 
 _log = logging.getLogger("songhpo")
 EXPORT_FORMATS = ("csv", "json", "parquet")

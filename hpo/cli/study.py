@@ -11,7 +11,7 @@ from typing import Any
 
 from hpo._table import format_value
 from hpo.cli.common import print_json, print_rows, storage_argument
-from hpo.errors import InputError
+from storage.errors import InputError
 
 __all__ = ["add_study_commands", "pareto_rows"]
 

@@ -25,7 +25,7 @@ is trusted blindly:
 * :meth:`PreparedDataset.verify` (``songhpo data verify DIR``) does all of it, every hash included, and
   cross-checks the song table's play counts against the training tokens.
 
-Every inconsistency is an :class:`~hpo.errors.InputError` naming the file and telling to prepare the
+Every inconsistency is an :class:`~storage.errors.InputError` naming the file and telling to prepare the
 dataset again. Arrays are loaded with ``allow_pickle=False`` after their header was checked
 (:mod:`hpo.data._npy`), so a pickle in place of a ``.npy`` file is refused, never run.
 """
@@ -46,7 +46,7 @@ import pandas as pd
 
 from hpo.choices import SPLITS
 from hpo.data._npy import NpyError, NpyHeader, read_npy, read_npy_header
-from hpo.errors import InputError, first_line
+from storage.errors import InputError, first_line
 
 FORMAT_NAME = "songhpo-prepared"
 FORMAT_VERSION = 1

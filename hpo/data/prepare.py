@@ -22,8 +22,8 @@ from hpo._atomic import atomic_directory
 from hpo._progress import steps
 from hpo.data.dataset import FORMAT_NAME, FORMAT_VERSION, SPLITS, content_fingerprint, file_sha256
 from hpo.data.readers import RawDataset
-from hpo.errors import InputError
 from metrics.hard_negatives import find_hard_negatives
+from storage.errors import InputError
 
 _log = logging.getLogger(__name__)
 
