@@ -147,7 +147,7 @@ def bench_pipeline(args: argparse.Namespace) -> None:
     timings: dict[str, float] = {}
     if args.prepared is not None:
         from hpo.concepts import HierarchySettings, build_hierarchy, file_embeddings
-        from hpo.dataset import PreparedDataset
+        from hpo.data.dataset import PreparedDataset
 
         dataset = PreparedDataset.load(args.prepared)
         embeddings = file_embeddings(args.embeddings, dataset)

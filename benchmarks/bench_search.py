@@ -50,11 +50,12 @@ from optuna.trial import FrozenTrial, TrialState
 from dashboards.selection import balanced_compromise
 from hpo._table import format_table
 from hpo.config import parse_config
-from hpo.dataset import PreparedDataset
+from hpo.data.dataset import PreparedDataset
 from hpo.experiment import multi_objectives
 from hpo.results import confidence_interval
 from hpo.search import LITERATURE_SETTINGS
-from hpo.study import baseline_trial, create_study, feasible_pareto_front, load_study, run_worker, trial_data
+from hpo.study import create_study, load_study, run_worker
+from hpo.trials import baseline_trial, feasible_pareto_front, trial_data
 from objectives.trial import run_configuration
 
 CHECKPOINTS = (10, 20, 40, 80)

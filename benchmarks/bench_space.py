@@ -34,9 +34,9 @@ import numpy as np
 
 from hpo._table import format_table
 from hpo.config import Distribution, parse_config
-from hpo.dataset import PreparedDataset
+from hpo.data.dataset import PreparedDataset
 from hpo.search import _from_unit, resolve_search_space
-from hpo.study import trial_data
+from hpo.trials import trial_data
 from objectives.trial import run_configuration
 
 UNTRAINED_SHARE = 0.2

@@ -29,11 +29,12 @@ from gensim.models import Word2Vec
 
 from hpo._table import format_table
 from hpo.config import parse_config
-from hpo.dataset import PreparedDataset
-from hpo.prepare import PrepareParams, prepare_dataset
-from hpo.readers import read_input
-from hpo.study import create_study, load_study, trial_data
-from hpo.synth import SynthParams, write_synthetic
+from hpo.data.dataset import PreparedDataset
+from hpo.data.prepare import PrepareParams, prepare_dataset
+from hpo.data.readers import read_input
+from hpo.data.synth import SynthParams, write_synthetic
+from hpo.study import create_study, load_study
+from hpo.trials import trial_data
 from objectives.trial import HardNegReference, Objective, Safeguard
 from objectives.word2vec import stable_hash, word2vec_kwargs
 

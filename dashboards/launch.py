@@ -27,18 +27,17 @@ from dashboards import figures as fig
 from dashboards.pareto import PARETO_GRAPH_ID, publish_pareto_chart
 from dashboards.report import latest_snapshot
 from dashboards.selection import select_configurations
-from hpo.errors import InputError
-from hpo.study import (
+from hpo.study import require_sqlite_file, safe_url
+from hpo.trials import (
     CONFIG_ATTR,
     FINGERPRINT_ATTR,
     SAFEGUARD_ATTR,
     baseline_trial,
     feasible_pareto_front,
     infeasibility_warning,
-    require_sqlite_file,
-    safe_url,
     safeguard_rule,
 )
+from storage.errors import InputError
 
 _log = logging.getLogger(__name__)
 
@@ -112,7 +111,7 @@ def _cell(value: Any) -> str:
 
 def _dataset_counts(config: Mapping[str, Any], fingerprint: str) -> str:
     """Counts from the prepared dataset's manifest when it is readable here and is the study's."""
-    from hpo.dataset import PreparedDataset
+    from hpo.data.dataset import PreparedDataset
 
     try:
         dataset = PreparedDataset.load(config.get("dataset", ""))
@@ -172,7 +171,7 @@ def serve_dashboard(storage_url: str, *, host: str = "127.0.0.1", port: int = 80
     The server is optuna-dashboard's WSGI app (:func:`optuna_dashboard.wsgi`, what ``run_server`` runs)
     on a wsgiref server running in a thread, so a signal stops it cleanly even in the middle of a
     request. Prints the URL (never the storage password) on ``out`` (stdout) once it is listening. A
-    port in use is an :class:`~hpo.errors.InputError`. Request lines are logged at DEBUG level.
+    port in use is an :class:`~storage.errors.InputError`. Request lines are logged at DEBUG level.
     """
     from optuna_dashboard import wsgi
 

@@ -1,7 +1,7 @@
 """The constraint-aware Pareto-front charts, for optuna-dashboard and the HTML report.
 
 optuna-dashboard 0.21 draws its own Pareto front without Optuna 5's constraints, so infeasible trials
-can appear on it. These charts mark the feasible front (:func:`hpo.study.feasible_pareto_front`), grey
+can appear on it. These charts mark the feasible front (:func:`hpo.trials.feasible_pareto_front`), grey
 infeasible trials and mark the baseline: :func:`pareto_figure` as 2-D panels (one per objective pair),
 :func:`pareto_3d_figure` in 3-D. :func:`publish_pareto_chart` saves the 2-D chart into the study, where
 the dashboard shows it on the study page. Every trace carries the trial numbers as ``customdata``.
@@ -58,7 +58,7 @@ def _hover(trial: FrozenTrial, names: list[str]) -> str:
 def pareto_figure(study: optuna.Study, front: list[FrozenTrial]) -> go.Figure:
     """Scatter (2 objectives), scatter-matrix of every objective pair (3+), or values by trial (1).
 
-    ``front`` is the feasible Pareto front (see :func:`hpo.study.feasible_pareto_front`); it is drawn in
+    ``front`` is the feasible Pareto front (see :func:`hpo.trials.feasible_pareto_front`); it is drawn in
     red, other feasible trials in light blue, infeasible trials in grey, the baseline as a star. Trace
     names are :data:`FRONT`, :data:`FEASIBLE`, :data:`INFEASIBLE` and :data:`BASELINE`.
     """

@@ -32,7 +32,7 @@ from dashboards import figures as fig
 from dashboards.pareto import pareto_3d_figure, pareto_figure
 from dashboards.selection import SelectedConfiguration, is_feasible, select_configurations
 from hpo._atomic import atomic_write_text
-from hpo.study import SAFEGUARD_ATTR, baseline_trial, feasible_pareto_front, infeasibility_warning, safeguard_rule
+from hpo.trials import SAFEGUARD_ATTR, baseline_trial, feasible_pareto_front, infeasibility_warning, safeguard_rule
 
 _log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Which configurations the report and the dashboard compare, chosen on **validation** values.
 
-* **baseline** - trial 0, gensim's defaults (:func:`hpo.study.baseline_trial`).
+* **baseline** - trial 0, gensim's defaults (:func:`hpo.trials.baseline_trial`).
 * **best NDCG** - the feasible completed trial with the highest validation NDCG (the single-objective
   choice of the paper's comparison).
 * **best clustering** - the feasible completed trial with the highest mean of its min-max normalised
@@ -24,7 +24,7 @@ import optuna
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
-from hpo.study import baseline_trial, feasible_pareto_front
+from hpo.trials import baseline_trial, feasible_pareto_front
 
 BALANCED_RULE = (
     "balanced compromise = the feasible Pareto-front trial closest (Euclidean distance) to the utopia point "

@@ -1,5 +1,5 @@
 import sys
 
-from hpo.cli import main
+from hpo.cli.main import main
 
 sys.exit(main())

@@ -14,7 +14,7 @@ import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
-from hpo.errors import InputError
+from storage.errors import InputError
 
 #: ``--out -``: the command writes its one output file to stdout (its summary then goes to stderr).
 STDOUT = Path("-")

@@ -1,7 +1,7 @@
 """Names the command line offers as choices and defaults, in a module that imports nothing heavy.
 
 Building the parser for ``songhpo --help`` reads these; importing them from the modules that use them
-(``hpo.dataset``, ``hpo.experiment``) would load pandas, SQLAlchemy and Optuna first.
+(``hpo.data.dataset``, ``hpo.experiment``) would load pandas, SQLAlchemy and Optuna first.
 """
 
 from __future__ import annotations

@@ -34,9 +34,9 @@ import scipy.sparse as sp
 
 from hpo._atomic import atomic_directory
 from hpo._progress import bar
-from hpo.dataset import PreparedDataset
-from hpo.errors import InputError
+from hpo.data.dataset import PreparedDataset
 from metrics import concepts as mc
+from storage.errors import InputError
 
 __all__ = [
     "KINDS",
@@ -229,7 +229,7 @@ def file_embeddings(
     path: Path, dataset: PreparedDataset, *, vocab: Path | None = None, fmt: str = "auto"
 ) -> SongEmbeddings:
     """Read an embedding file keyed by track id and align it to the dataset's songs."""
-    from hpo.embeddings_io import align_to_dataset, read_embeddings
+    from hpo.data.embeddings_io import align_to_dataset, read_embeddings
 
     start = time.perf_counter()
     embeddings = read_embeddings(path, vocab=vocab, fmt=fmt)

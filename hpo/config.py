@@ -13,8 +13,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from hpo.errors import InputError
 from objectives.word2vec import GENSIM_DEFAULTS, TUNABLE_PARAMETERS
+from storage.errors import InputError
 
 #: Metrics that can be objectives, with their direction.
 METRIC_DIRECTIONS: dict[str, str] = {

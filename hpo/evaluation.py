@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from hpo.dataset import SPLITS, PreparedDataset
+from hpo.data.dataset import SPLITS, PreparedDataset
 from metrics.evaluate import EvaluationData, EvaluationResult, EvaluationSettings, evaluate
 
 __all__ = ["CONTINUATION_KEYS", "continuation_scores", "evaluate_split", "evaluation_data"]
@@ -28,7 +28,7 @@ def evaluation_data(dataset: PreparedDataset, split: str) -> EvaluationData:
     Raises
     ------
     ValueError
-        If ``split`` is not one of :data:`hpo.dataset.SPLITS`.
+        If ``split`` is not one of :data:`hpo.data.dataset.SPLITS`.
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
@@ -57,7 +57,7 @@ def evaluate_split(
         The prepared dataset the song ids refer to.
     matrix
         ``(dataset.n_songs, d)`` float; row ``i`` is song ``i`` (see
-        :func:`hpo.embeddings_io.align_to_dataset`).
+        :func:`hpo.data.embeddings_io.align_to_dataset`).
     present
         ``(dataset.n_songs,)`` bool, songs that have a vector; ``None`` means every non-zero row.
         Pairs touching an absent song count as misses.

@@ -52,18 +52,12 @@ from hpo import __version__
 from hpo._atomic import atomic_write_text
 from hpo.choices import DEFAULT_SCALES, MODES
 from hpo.config import SEARCH_PRESETS, StudyConfig, parse_config
-from hpo.dataset import PreparedDataset
-from hpo.errors import InputError
+from hpo.data.dataset import PreparedDataset
 from hpo.results import evaluate_front, retrain_seed, training_params
-from hpo.study import (
-    SAFEGUARD_ATTR,
-    baseline_trial,
-    create_study,
-    feasible_pareto_front,
-    run_worker,
-    training_subset_size,
-)
+from hpo.study import create_study, run_worker
+from hpo.trials import SAFEGUARD_ATTR, baseline_trial, feasible_pareto_front, training_subset_size
 from storage import results as store
+from storage.errors import InputError
 
 __all__ = ["MODES", "ExperimentSettings", "StudyPlan", "load_results", "merge_results", "plan_studies", "run_experiment"]
 

@@ -35,11 +35,12 @@ from optuna.trial import FrozenTrial, TrialState
 
 from hpo._progress import bar
 from hpo.config import StudyConfig
-from hpo.dataset import PreparedDataset
-from hpo.errors import InputError
+from hpo.data.dataset import PreparedDataset
 from hpo.evaluation import CONTINUATION_KEYS
+from hpo.trials import SAFEGUARD_ATTR, baseline_trial, feasible_pareto_front, safeguard_rule, study_dataset, trial_data
 from metrics.evaluate import METRIC_KEYS
 from storage import results as store
+from storage.errors import InputError
 
 __all__ = [
     "TEST_SEED_STRIDE",
@@ -208,8 +209,6 @@ def aggregate_runs(runs: Sequence[Mapping[str, Any]]) -> tuple[dict[str, Any], d
 def front_members(study: optuna.Study, chosen: Sequence[FrozenTrial] | None = None) -> list[tuple[FrozenTrial, bool]]:
     """``(trial, on_front)`` of the snapshot members: the feasible Pareto front (or only the ``chosen``
     trials) and the baseline."""
-    from hpo.study import baseline_trial, feasible_pareto_front
-
     front = feasible_pareto_front(study)
     on_front = {t.number for t in front}
     members = [(t, True) for t in front] if chosen is None else [(t, t.number in on_front) for t in chosen]
@@ -255,8 +254,6 @@ class EvaluationReport:
 
 
 def _constraint(study: optuna.Study, config: StudyConfig) -> dict[str, Any]:
-    from hpo.study import SAFEGUARD_ATTR, baseline_trial, safeguard_rule
-
     baseline = baseline_trial(study)
     safeguard = study.user_attrs.get(SAFEGUARD_ATTR) or {"enabled": False}
     baseline_hardneg = None if baseline is None else baseline.user_attrs.get("hardneg")
@@ -301,7 +298,6 @@ def evaluate_front(
     ``chosen`` replaces the front by these completed trials (the experiment's selected configurations).
     """
     from hpo.evaluation import continuation_scores, evaluate_split
-    from hpo.study import study_dataset, trial_data  # hpo.study imports this module
     from objectives.word2vec import train_word2vec
 
     if seeds < 1:

@@ -31,9 +31,9 @@ import optuna
 from optuna.distributions import BaseDistribution, FloatDistribution
 
 from hpo.config import DEFAULT_SEARCH_SPACE, SPARSE_MIN_COUNT, Distribution, StudyConfig
-from hpo.dataset import PreparedDataset
-from hpo.errors import InputError
+from hpo.data.dataset import PreparedDataset
 from objectives.word2vec import GENSIM_DEFAULTS
+from storage.errors import InputError
 
 __all__ = [
     "LITERATURE_SETTINGS",

@@ -1,4 +1,4 @@
-"""Study orchestration: storage, creation (with the gensim-default baseline), workers, Pareto fronts.
+"""Study orchestration: storage, creation (with the gensim-default baseline), workers, status.
 
 Any number of workers, on any number of machines, join one study through a shared RDB storage
 (PostgreSQL or MySQL; SQLite on one machine). A worker first makes sure the baseline trial is complete,
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 import os
 import secrets
 import socket
@@ -24,7 +23,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import optuna
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback, fail_stale_trials
 from optuna.storages._rdb import models as _optuna_models
@@ -35,30 +33,35 @@ from sqlalchemy.engine import Engine, make_url
 
 from hpo._progress import bar
 from hpo.config import METRIC_DIRECTIONS, StudyConfig, parse_config
-from hpo.dataset import PreparedDataset
-from hpo.errors import InputError, first_line
-from hpo.evaluation import evaluation_data
+from hpo.data.dataset import PreparedDataset
 from hpo.results import on_study_created, on_worker_start, record_completed_trial
 from hpo.search import initial_design, make_sampler, params_claim_key, require_gp, resolve_search_space
-from metrics.evaluate import EvaluationSettings
+from hpo.trials import (
+    CONFIG_ATTR,
+    FINGERPRINT_ATTR,
+    SAFEGUARD_ATTR,
+    baseline_trial,
+    baseline_trials,
+    feasible_pareto_front,
+    infeasibility_warning,
+    study_dataset,
+    trial_data,
+)
 from objectives.trial import (
     HardNegReference,
     Objective,
     Safeguard,
-    TrialData,
     baseline_params,
     per_song_counts,
 )
 from storage import results as store
 from storage.db import safe_url
+from storage.errors import InputError, first_line
 
 _log = logging.getLogger(__name__)
 # Heartbeats, retries and metric names are marked experimental in Optuna 5 but are the documented way.
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
-CONFIG_ATTR = "songhpo_config"
-SAFEGUARD_ATTR = "songhpo_safeguard"
-FINGERPRINT_ATTR = "dataset_fingerprint"
 #: Set last by :func:`create_study`: a joining worker waits for it, so it never sees a half-created study.
 READY_ATTR = "songhpo_ready"
 READY_TIMEOUT = 120.0
@@ -237,37 +240,6 @@ def safeguard_of(config: StudyConfig, status: dict[str, Any]) -> Safeguard | Non
                      confidence=config.constraint.confidence)
 
 
-def safeguard_rule(safeguard: dict[str, Any], k: int | str, baseline_hardneg: float | None = None) -> str:
-    """One sentence stating the study's HardNeg feasibility rule (CLI, dashboard note, report)."""
-    if not safeguard.get("enabled"):
-        return "off"
-    tolerance = float(safeguard.get("tolerance", 0.0))
-    base = "" if baseline_hardneg is None else f" (baseline HardNeg@{k} {baseline_hardneg:.4g})"
-    support = (f"{safeguard.get('hard_negative_pairs', '-')} hard-negative pairs over "
-               f"{safeguard.get('songs_with_hard_negative', '-')} songs")
-    if safeguard.get("rule", "point") == "point":
-        return (f"HardNeg@{k} <= (1 + {tolerance:g}) x baseline HardNeg{base}; {support}; the margin is "
-                f"HardNeg - (1 + {tolerance:g}) x baseline")
-    confidence = float(safeguard.get("confidence", 0.95))
-    return (f"infeasible when a one-sided paired t-test over the songs both support finds HardNeg@{k} above "
-            f"(1 + {tolerance:g}) x baseline{base} at {confidence:.0%} confidence; {support}; the margin is the "
-            "lower confidence bound of the per-song excess (<= 0 feasible)")
-
-
-def infeasibility_warning(study: optuna.Study) -> str | None:
-    """A loud warning, with the fix, when more than half of the completed trials are infeasible."""
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    infeasible = sum(not t.user_attrs.get("feasible", True) for t in complete)
-    if 2 * infeasible <= len(complete):
-        return None
-    return (
-        f"{infeasible} of {len(complete)} completed trials are infeasible (HardNeg above the safeguard), so the "
-        "front holds few configurations besides the baseline. Fixes: raise constraint.tolerance, prepare the "
-        "dataset with '--hardneg-scope sequence' (more supporting songs, a sharper test), or set "
-        "constraint.enabled = false to see the unconstrained front"
-    )
-
-
 def _check_objectives(config: StudyConfig, dataset: PreparedDataset) -> None:
     counts = dataset.counts
     for metric in config.objectives:
@@ -413,64 +385,6 @@ def require_sqlite_file(url: str) -> None:
             raise InputError(f"--storage {safe_url(url)}: no such SQLite file {parsed.database!r}")
 
 
-def trial_data(config: StudyConfig, dataset: PreparedDataset) -> TrialData:
-    """Training sentences and validation arrays every trial of the study shares."""
-    settings = EvaluationSettings(
-        k=config.evaluation.k,
-        coherence_k=config.evaluation.coherence_k,
-        coherence_sample=config.evaluation.coherence_sample,
-        ch_sample=config.evaluation.ch_sample,
-        seed=config.seed,
-        n_buckets=config.evaluation.n_buckets,
-    )
-    sentences = training_subset(dataset.training_sentences(), config.training.fraction, config.seed)
-    return TrialData(sentences, dataset.n_songs, evaluation_data(dataset, "validation"), settings)
-
-
-def training_subset(sentences: list[list[str]], fraction: float, seed: int) -> list[list[str]]:
-    """A seeded ``fraction`` of ``sentences`` (at least one), in their original order.
-
-    The subsets of one seed are nested: the 10% subset is part of the 25% one, so a scale study adds data
-    instead of drawing a different sample at every size.
-    """
-    if fraction >= 1.0:
-        return sentences
-    keep = training_subset_size(len(sentences), fraction)
-    order = np.random.default_rng([seed, 0x5CA1E]).permutation(len(sentences))
-    return [sentences[i] for i in np.sort(order[:keep])]
-
-
-def training_subset_size(n_sequences: int, fraction: float) -> int:
-    """How many of ``n_sequences`` training sequences :func:`training_subset` keeps for ``fraction``."""
-    return n_sequences if fraction >= 1.0 else max(1, round(fraction * n_sequences))
-
-
-def study_dataset(study: optuna.Study, config: StudyConfig, dataset_path: str | None = None) -> PreparedDataset:
-    """The prepared dataset of ``study`` (``dataset_path`` overrides the config's path on this machine).
-
-    Refuses a dataset whose fingerprint differs from the one the study was created with: every worker
-    and every re-evaluation must read the same data.
-    """
-    dataset = PreparedDataset.load(dataset_path or config.dataset)
-    expected = study.user_attrs.get(FINGERPRINT_ATTR)
-    if expected and dataset.fingerprint != expected:
-        raise InputError(
-            f"{dataset.path}: fingerprint {dataset.fingerprint[:12]} differs from the study's dataset "
-            f"{expected[:12]}; pass --dataset with the prepared dataset the study used"
-        )
-    return dataset
-
-
-def _baseline_trials(study: optuna.Study) -> list[FrozenTrial]:
-    """Every baseline trial (the enqueued one and any re-run of it), in any state."""
-    return [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("baseline")]
-
-
-def baseline_trial(study: optuna.Study) -> FrozenTrial | None:
-    """The completed baseline trial (gensim defaults), if any."""
-    return next((t for t in _baseline_trials(study) if t.state == TrialState.COMPLETE), None)
-
-
 @dataclass
 class WorkerReport:
     """What one worker did; ``worker`` is its study-unique number (its sampler's seed derives from it)."""
@@ -529,7 +443,7 @@ def run_worker(
         untaken_since: float | None = None
         while "value" not in reference:
             fail_stale_trials(study)
-            baselines = _baseline_trials(study)
+            baselines = baseline_trials(study)
             states = {t.state for t in baselines}
             if TrialState.COMPLETE in states:
                 reference["value"] = hardneg_reference(next(t for t in baselines if t.state == TrialState.COMPLETE))
@@ -680,7 +594,7 @@ def _ensure_baseline(
     owner = _owner()
     while True:
         fail_stale_trials(study)
-        baselines = _baseline_trials(study)
+        baselines = baseline_trials(study)
         states = {t.state for t in baselines}
         if TrialState.COMPLETE in states or not baselines:
             _queue_first_generation(study, config, owner)
@@ -741,27 +655,6 @@ def _claim(config: StudyConfig, study: optuna.Study, key: str, owner: str) -> bo
         return True
 
 
-def feasible_pareto_front(study: optuna.Study) -> list[FrozenTrial]:
-    """Completed, feasible, non-dominated trials (the front every table and figure of ours shows).
-
-    Feasibility is the HardNeg constraint set on the trial; trials without it (safeguard off) are
-    feasible. Equals ``study.best_trials`` of Optuna for constrained studies.
-    """
-    directions = [d == optuna.study.StudyDirection.MAXIMIZE for d in study.directions]
-    trials = [
-        t
-        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        if all(v <= 0.0 for v in t.constraints.values())
-    ]
-    signed = [[v if maximise else -v for v, maximise in zip(t.values, directions)] for t in trials]
-
-    def dominates(a: list[float], b: list[float]) -> bool:
-        return all(x >= y for x, y in zip(a, b)) and any(x > y for x, y in zip(a, b))
-
-    front = [t for t, s in zip(trials, signed) if not any(dominates(o, s) for o in signed)]
-    return sorted(front, key=lambda t: t.number)
-
-
 def study_status(study: optuna.Study) -> dict[str, Any]:
     """Counts by state, the baseline's metrics, the front size and the safeguard status."""
     trials = study.get_trials(deepcopy=False)
@@ -785,14 +678,3 @@ def study_status(study: optuna.Study) -> dict[str, Any]:
     }
 
 
-def trial_row(trial: FrozenTrial, metric_names: list[str]) -> dict[str, Any]:
-    """One trial as a flat row: number, objective values, HardNeg and feasibility, params."""
-    row: dict[str, Any] = {"trial": trial.number, "baseline": bool(trial.user_attrs.get("baseline"))}
-    for name, value in zip(metric_names, trial.values or []):
-        row[name] = value
-    row["hardneg"] = trial.user_attrs.get("hardneg")
-    row["hardneg_margin"] = trial.user_attrs.get("constraint_hardneg")
-    row["feasible"] = trial.user_attrs.get("feasible", True)
-    for name, value in trial.params.items():
-        row[name] = float(value) if isinstance(value, float) and not math.isnan(value) else value
-    return row

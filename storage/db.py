@@ -4,7 +4,7 @@ The tables live in the study's own database (the Optuna storage URL). On the fir
 process, :func:`engine_for` runs the Alembic migrations up to the head revision, under a lock so that
 several workers starting at once do not race (PostgreSQL: an advisory lock in the migration's
 transaction; SQLite: ``BEGIN IMMEDIATE``; MySQL: ``GET_LOCK``). A database whose songhpo schema is
-newer than this code is refused with an :class:`~hpo.errors.InputError`.
+newer than this code is refused with an :class:`~storage.errors.InputError`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from alembic.util import CommandError
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Connection, Engine, make_url
 
-from hpo.errors import InputError, first_line
+from storage.errors import InputError, first_line
 from storage.models import VERSION_TABLE
 
 __all__ = [

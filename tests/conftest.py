@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from hpo.prepare import PrepareParams, prepare_dataset
-from hpo.readers import read_input
-from hpo.synth import SynthParams, write_synthetic
+from hpo.data.prepare import PrepareParams, prepare_dataset
+from hpo.data.readers import read_input
+from hpo.data.synth import SynthParams, write_synthetic
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("SONGHPO_SHARED_DATA", REPO.parent / "shared" / "data"))

@@ -26,7 +26,7 @@ import pytest
 
 from dashboards.launch import BUCKETS_GRAPH_ID, PARETO_GRAPH_ID, SIDE_EFFECTS_GRAPH_ID
 from dashboards.pareto import FRONT
-from hpo.study import feasible_pareto_front
+from hpo.trials import feasible_pareto_front
 from tests.conftest import run_cli, run_tiny_study
 from tests.test_dashboards import free_port, start_dashboard, stop, wait_for
 

@@ -23,14 +23,15 @@ from hpo.concepts import (
     load_concept_sets,
     trial_embeddings,
 )
-from hpo.dataset import PreparedDataset
-from hpo.embeddings_io import write_embeddings
-from hpo.errors import InputError
-from hpo.prepare import PrepareParams, prepare_dataset
-from hpo.readers import read_input
-from hpo.study import load_study, trial_data
+from hpo.data.dataset import PreparedDataset
+from hpo.data.embeddings_io import write_embeddings
+from hpo.data.prepare import PrepareParams, prepare_dataset
+from hpo.data.readers import read_input
+from hpo.study import load_study
+from hpo.trials import trial_data
 from metrics.evaluate import evaluate
 from objectives.word2vec import train_word2vec
+from storage.errors import InputError
 from tests.conftest import run_cli, run_tiny_study, shared_dataset
 
 # --------------------------------------------------------------------------------------------------
@@ -144,7 +145,7 @@ def test_tag_sets_of_yes_small(yes_small: tuple[Path, Path]) -> None:
 
 
 def test_cli_defaults_are_the_library_defaults() -> None:
-    from hpo import cli_concepts
+    from hpo.cli import concepts as cli_concepts
 
     defaults = HierarchySettings()
     assert cli_concepts.KINDS == KINDS
@@ -297,7 +298,7 @@ def test_trial_embeddings_reproduce_the_trial(prepared_synth: Path, tmp_path: Pa
 
 def _in_process(capsys: pytest.CaptureFixture[str], *args: str) -> subprocess.CompletedProcess[str]:
     """The CLI's own entry point in this process (same code path as the console script, no start-up)."""
-    from hpo.cli import main
+    from hpo.cli.main import main
 
     code = main(list(args))
     captured = capsys.readouterr()

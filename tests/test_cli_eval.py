@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from gensim.models import KeyedVectors, Word2Vec
 
-from hpo.dataset import PreparedDataset
-from hpo.embeddings_io import write_embeddings
+from hpo.data.dataset import PreparedDataset
+from hpo.data.embeddings_io import write_embeddings
 from metrics.evaluate import METRIC_KEYS, EvaluationData, EvaluationSettings, evaluate
 from tests.conftest import assert_one_line_error, run_cli
 
@@ -66,7 +66,7 @@ def _eval_json(trained: Trained, *args: str) -> dict:
 def test_json_equals_direct_evaluate_on_the_aligned_matrix(trained: Trained) -> None:
     out = _eval_json(trained, "--embeddings", str(trained.npy), "--k", "20", "--seed", "3")
 
-    # The reference, built here independently of hpo.embeddings_io / hpo.evaluation.
+    # The reference, built here independently of hpo.data.embeddings_io / hpo.evaluation.
     dataset = PreparedDataset.load(trained.prepared)
     row_of = {key: i for i, key in enumerate(trained.keys)}
     track_ids = dataset.songs["track_id"].tolist()

@@ -14,8 +14,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hpo.cli_results import format_interval
-from hpo.study import create_study, feasible_pareto_front
+from hpo.cli.results import format_interval
+from hpo.study import create_study
+from hpo.trials import feasible_pareto_front
 from storage import results as store
 from storage.db import dispose_engines
 from tests.conftest import run_cli, run_tiny_study

@@ -25,7 +25,7 @@ def test_every_study_command_has_help() -> None:
 
 def test_the_parser_imports_no_heavy_library() -> None:
     """``songhpo --help`` builds every command's parser: it must not wait for pandas, Optuna or gensim."""
-    code = ("import sys\nfrom hpo.cli import build_parser\nbuild_parser()\n"
+    code = ("import sys\nfrom hpo.cli.main import build_parser\nbuild_parser()\n"
             "print(','.join(m for m in ('numpy', 'pandas', 'sqlalchemy', 'optuna', 'gensim', 'faiss', 'scipy', "
             "'pydantic', 'plotly') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

@@ -15,8 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hpo.config import METRIC_DIRECTIONS
-from hpo.dataset import PreparedDataset
-from hpo.embeddings_io import align_to_dataset, read_embeddings, write_embeddings
+from hpo.data.dataset import PreparedDataset
+from hpo.data.embeddings_io import align_to_dataset, read_embeddings, write_embeddings
 from metrics.continuation import playlist_continuation
 from storage import results as store
 from storage.db import dispose_engines

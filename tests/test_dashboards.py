@@ -30,8 +30,8 @@ from dashboards.launch import (
 )
 from dashboards.pareto import FRONT, INFEASIBLE
 from dashboards.selection import select_configurations
-from hpo.dataset import PreparedDataset
-from hpo.study import baseline_trial, feasible_pareto_front
+from hpo.data.dataset import PreparedDataset
+from hpo.trials import baseline_trial, feasible_pareto_front
 from tests.conftest import run_tiny_study
 
 METRIC_COLUMNS = ("ndcg", "ndcg_in", "ndcg_out", "hitrate", "hardneg", "coherence_genre", "coherence_artist",

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from gensim.models import KeyedVectors
 
-from hpo.embeddings_io import Embeddings, align_to_dataset, read_embeddings, write_embeddings
-from hpo.errors import InputError
+from hpo.data.embeddings_io import Embeddings, align_to_dataset, read_embeddings, write_embeddings
+from storage.errors import InputError
 
 KEYS = ["t1", "t2", "Björk–song", "t/4", "x5", "6"]
 

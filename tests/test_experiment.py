@@ -20,11 +20,11 @@ from scipy import stats
 
 from dashboards.experiment import claim_verdicts, difference_interval, mean_interval, render_markdown
 from hpo.config import parse_config
-from hpo.dataset import PreparedDataset
-from hpo.errors import InputError
+from hpo.data.dataset import PreparedDataset
 from hpo.experiment import ExperimentSettings, clustering_objective, multi_objectives, plan_studies
-from hpo.study import training_subset, trial_data
+from hpo.trials import training_subset, trial_data
 from storage import results as store
+from storage.errors import InputError
 from tests.conftest import run_cli, shared_dataset
 
 CHROMIUM = Path(os.environ.get("SONGHPO_CHROMIUM", "/usr/bin/chromium"))

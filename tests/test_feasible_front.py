@@ -16,7 +16,8 @@ from optuna.trial import create_trial
 
 from dashboards.pareto import BASELINE, FEASIBLE, FRONT, INFEASIBLE, pareto_figure
 from dashboards.selection import feasible_trials, is_feasible
-from hpo.study import feasible_pareto_front, study_status
+from hpo.study import study_status
+from hpo.trials import feasible_pareto_front
 from tests.conftest import run_cli, run_tiny_study
 
 #: (values, constraint) of hand-built trials; both objectives maximised.

@@ -23,10 +23,10 @@ from scipy import stats
 from sqlalchemy import text
 
 from hpo.config import parse_config
-from hpo.dataset import PreparedDataset
+from hpo.data.dataset import PreparedDataset
+from hpo.data.prepare import PrepareParams, prepare_dataset
+from hpo.data.readers import read_input
 from hpo.evaluation import evaluate_split
-from hpo.prepare import PrepareParams, prepare_dataset
-from hpo.readers import read_input
 from hpo.results import TEST_SEED_STRIDE, confidence_interval, evaluate_front
 from hpo.study import create_study, load_study, run_worker
 from metrics.evaluate import METRIC_KEYS, EvaluationSettings

@@ -1,6 +1,6 @@
 """Property tests (hypothesis) over every reader of a user file: generic CSV/TSV/Parquet tables, the yes.com
 files, MPD JSON slices, the embeddings loader and prepared-dataset directories. Whatever the bytes, the only
-outcomes are a result or one :class:`~hpo.errors.InputError` whose message is one line naming the file,
+outcomes are a result or one :class:`~storage.errors.InputError` whose message is one line naming the file,
 never another exception (no traceback reaches the user)."""
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from hpo.dataset import PreparedDataset
-from hpo.embeddings_io import read_embeddings
-from hpo.errors import InputError
-from hpo.prepare import PrepareParams, prepare_dataset
-from hpo.readers import RawDataset, read_input
+from hpo.data.dataset import PreparedDataset
+from hpo.data.embeddings_io import read_embeddings
+from hpo.data.prepare import PrepareParams, prepare_dataset
+from hpo.data.readers import RawDataset, read_input
+from storage.errors import InputError
 
 # Deterministic by default (CI must not flake on a new random example). SONGHPO_FUZZ_EXAMPLES=5000 fuzzes
 # longer with fresh random examples.

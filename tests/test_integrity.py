@@ -15,9 +15,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import hpo.dataset
-from hpo.dataset import PreparedDataset
-from hpo.errors import InputError
+import hpo.data.dataset
+from hpo.data.dataset import PreparedDataset
+from storage.errors import InputError
 from tests.conftest import assert_one_line_error, run_cli, tiny_study_config, write_toml
 
 FIX = "prepare it again from its input with the same options: songhpo data prepare"
@@ -216,10 +216,10 @@ def test_hashes_are_checked_at_load_up_to_the_size_limit(prepared_synth: Path, t
     np.save(copy / "test_pairs_out.npy", pairs)
     manifest = json.loads((copy / "manifest.json").read_text())
     total = sum((copy / name).stat().st_size for name in manifest["files"])
-    monkeypatch.setattr(hpo.dataset, "HASH_ON_LOAD_BYTES", total)  # exactly at the limit: hashed
+    monkeypatch.setattr(hpo.data.dataset, "HASH_ON_LOAD_BYTES", total)  # exactly at the limit: hashed
     with pytest.raises(InputError, match=r"test_pairs_out\.npy: content differs from the SHA-256"):
         PreparedDataset.load(copy)
-    monkeypatch.setattr(hpo.dataset, "HASH_ON_LOAD_BYTES", total - 1)  # one byte over: not hashed at load
+    monkeypatch.setattr(hpo.data.dataset, "HASH_ON_LOAD_BYTES", total - 1)  # one byte over: not hashed at load
     dataset = PreparedDataset.load(copy)
     assert dataset.pairs("test", "out").shape == pairs.shape
     with pytest.raises(InputError, match=r"test_pairs_out\.npy: content differs"):

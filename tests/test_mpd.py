@@ -12,10 +12,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hpo.dataset import PreparedDataset
-from hpo.errors import InputError
-from hpo.prepare import prepare_dataset
-from hpo.readers import detect_format, read_input, read_mpd
+from hpo.data.dataset import PreparedDataset
+from hpo.data.prepare import prepare_dataset
+from hpo.data.readers import detect_format, read_input, read_mpd
+from storage.errors import InputError
 from tests.conftest import run_cli
 
 NAMES = ["Chill", "chill ", "Road  Trip", "workout", "", None]

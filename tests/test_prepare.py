@@ -10,12 +10,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import hpo.prepare
-from hpo.dataset import PreparedDataset
-from hpo.errors import InputError
-from hpo.prepare import PrepareParams, prepare_dataset
-from hpo.readers import read_input
+import hpo.data.prepare
+from hpo.data.dataset import PreparedDataset
+from hpo.data.prepare import PrepareParams, prepare_dataset
+from hpo.data.readers import read_input
 from metrics.hard_negatives import find_hard_negatives
+from storage.errors import InputError
 from tests.conftest import shared_dataset
 
 
@@ -108,7 +108,7 @@ def test_failure_while_writing_leaves_nothing(synth_dir: Path, tmp_path: Path, m
     def boom(frame: pd.DataFrame, path: Path) -> None:
         raise OSError("disk full")
 
-    monkeypatch.setattr(hpo.prepare, "_write_parquet", boom)
+    monkeypatch.setattr(hpo.data.prepare, "_write_parquet", boom)
     with pytest.raises(OSError):
         prepare_dataset(read_input(synth_dir), tmp_path / "out")
     assert list(tmp_path.iterdir()) == []

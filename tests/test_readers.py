@@ -9,8 +9,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from hpo.errors import InputError
-from hpo.readers import primary_genres_from_tags, read_generic, read_input, read_plays, read_yes
+from hpo.data.readers import primary_genres_from_tags, read_generic, read_input, read_plays, read_yes
+from storage.errors import InputError
 from tests.conftest import shared_dataset
 
 PLAYS = pd.DataFrame(

@@ -26,7 +26,7 @@ from dashboards import figures as fig
 from dashboards.pareto import BASELINE, FEASIBLE, FRONT, INFEASIBLE, pareto_3d_figure, pareto_figure
 from dashboards.report import build_report
 from dashboards.selection import BALANCED_RULE, select_configurations
-from hpo.study import feasible_pareto_front
+from hpo.trials import feasible_pareto_front
 from tests.conftest import run_cli, run_tiny_study
 
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -475,7 +475,7 @@ def test_report_uses_the_snapshot_of_the_real_evaluate_command(prepared_synth: P
 def test_png_without_an_exporter_is_a_warning(real_study: tuple[optuna.Study, str], tmp_path: Path) -> None:
     # kaleido made unimportable in the child process: the report is still written, PNGs are skipped.
     _, storage = real_study
-    code = ("import sys; sys.modules['kaleido'] = None; from hpo.cli import main; "
+    code = ("import sys; sys.modules['kaleido'] = None; from hpo.cli.main import main; "
             f"sys.exit(main(['report', 'tiny', '--storage', {storage!r}, '--out', {str(tmp_path / 'r.html')!r}, "
             f"'--png', {str(tmp_path / 'png')!r}]))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)

@@ -130,11 +130,11 @@ def test_on_real_data_noise_is_not_a_violation_and_a_real_increase_is(tmp_path: 
     beyond the 10% tolerance, but within what those 60 songs' spread explains; an embedding trained on
     shuffled co-occurrence is far above it."""
     from hpo.config import parse_config
-    from hpo.dataset import PreparedDataset
-    from hpo.prepare import prepare_dataset
-    from hpo.readers import read_input
+    from hpo.data.dataset import PreparedDataset
+    from hpo.data.prepare import prepare_dataset
+    from hpo.data.readers import read_input
     from hpo.search import LITERATURE_SETTINGS
-    from hpo.study import trial_data
+    from hpo.trials import trial_data
     from objectives.trial import run_configuration
 
     prepared = tmp_path / "yes_big"
@@ -173,7 +173,7 @@ def _with_trials(study: optuna.Study, feasible: int, infeasible: int) -> optuna.
 @pytest.mark.parametrize(("feasible", "infeasible", "warned"), [(3, 3, False), (3, 4, True), (0, 1, True), (1, 0, False)])
 def test_the_infeasibility_warning_at_its_boundary(prepared_synth: Path, tmp_path: Path, feasible: int,
                                                    infeasible: int, warned: bool) -> None:
-    from hpo.study import infeasibility_warning
+    from hpo.trials import infeasibility_warning
 
     study, _ = run_tiny_study(prepared_synth, f"sqlite:///{tmp_path / 'w.db'}", trials=2)
     warning = infeasibility_warning(_with_trials(study, feasible, infeasible))  # type: ignore[arg-type]

@@ -17,9 +17,9 @@ import pytest
 from optuna.trial import TrialState
 
 from hpo.config import DEFAULT_SEARCH_SPACE, PAPER_SEARCH_SPACE, SPARSE_MIN_COUNT, Distribution, parse_config
-from hpo.dataset import PreparedDataset
-from hpo.prepare import prepare_dataset
-from hpo.readers import read_input
+from hpo.data.dataset import PreparedDataset
+from hpo.data.prepare import prepare_dataset
+from hpo.data.readers import read_input
 from hpo.search import (
     LITERATURE_SETTINGS,
     answerable_pair_share,
@@ -403,8 +403,8 @@ def test_joining_with_other_objectives_is_refused_in_one_line(prepared_synth: Pa
 def test_joining_with_another_seed_is_refused_and_an_old_study_keeps_the_paper_space(
     prepared_synth: Path, tmp_path: Path
 ) -> None:
-    from hpo.errors import InputError
-    from hpo.study import CONFIG_ATTR
+    from hpo.trials import CONFIG_ATTR
+    from storage.errors import InputError
 
     storage = f"sqlite:///{tmp_path / 's.db'}"
     config = _config(prepared_synth, storage, trials=4)
@@ -464,7 +464,7 @@ def test_a_first_generation_whose_claimant_died_is_queued_by_the_next_worker(
 def test_a_worker_with_the_wrong_number_of_objectives_fails_its_trial_with_a_reason(
     prepared_synth: Path, tmp_path: Path
 ) -> None:
-    from hpo.study import trial_data
+    from hpo.trials import trial_data
     from objectives.trial import Objective
 
     storage = f"sqlite:///{tmp_path / 'o.db'}"

@@ -19,8 +19,7 @@ from optuna.trial import TrialState
 from sqlalchemy import inspect, text
 
 from hpo.config import parse_config
-from hpo.dataset import PreparedDataset
-from hpo.errors import InputError
+from hpo.data.dataset import PreparedDataset
 from hpo.results import record_trial, validation_metrics
 from hpo.study import create_study, load_study, run_worker
 from metrics.evaluate import METRIC_KEYS
@@ -34,6 +33,7 @@ from storage.db import (
     schema_revision,
     upgrade_schema,
 )
+from storage.errors import InputError
 from storage.models import VERSION_TABLE, Base
 from tests.conftest import SERVERS, run_cli, run_tiny_study, tiny_study_config, write_toml
 

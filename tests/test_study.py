@@ -14,13 +14,14 @@ from optuna.trial import TrialState
 
 from dashboards.pareto import pareto_figure
 from hpo.config import Distribution, parse_config
-from hpo.dataset import PreparedDataset
-from hpo.errors import InputError
-from hpo.prepare import prepare_dataset
-from hpo.readers import read_input
-from hpo.study import create_study, feasible_pareto_front, load_study, run_worker, study_status, trial_data
+from hpo.data.dataset import PreparedDataset
+from hpo.data.prepare import prepare_dataset
+from hpo.data.readers import read_input
+from hpo.study import create_study, load_study, run_worker, study_status
+from hpo.trials import feasible_pareto_front, trial_data
 from objectives.trial import run_configuration
 from objectives.word2vec import GENSIM_DEFAULTS
+from storage.errors import InputError
 from tests.conftest import run_tiny_study, shared_dataset, tiny_study_config
 
 METRIC_KEYS = ["ndcg", "ndcg_in", "ndcg_out", "hitrate", "hardneg", "hardneg_support", "coherence_genre",
@@ -247,7 +248,8 @@ def test_a_joiner_waits_until_the_study_is_fully_created(finished_study: optuna.
     import types
 
     import hpo.study
-    from hpo.study import CONFIG_ATTR, READY_ATTR, SAFEGUARD_ATTR
+    from hpo.study import READY_ATTR
+    from hpo.trials import CONFIG_ATTR, SAFEGUARD_ATTR
 
     url = f"sqlite:///{study_dir / 'late.db'}"
     # A study whose creator has written the Optuna row but not yet its songhpo attributes.

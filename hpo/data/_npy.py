@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hpo.errors import first_line
+from storage.errors import first_line
 
 _NPZ_MAGIC = b"PK\x03\x04"
 _PICKLE_PROTOCOL_2_PLUS = 0x80

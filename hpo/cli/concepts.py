@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from hpo._table import format_table
-from hpo.errors import InputError
+from hpo.cli.common import storage_argument
+from storage.errors import InputError
 
 __all__ = ["add_concepts_command"]
 
@@ -31,8 +32,6 @@ _DEFAULTS = argparse.Namespace(kind="playlists", min_size=20, min_accuracy=0.70,
 
 def add_concepts_command(commands: Any) -> argparse.ArgumentParser:
     """Register ``concepts`` on ``commands`` (the ``add_subparsers()`` object of the top-level parser)."""
-    from hpo.cli import _storage_argument
-
     defaults = _DEFAULTS
     parser: argparse.ArgumentParser = commands.add_parser(
         "concepts",
@@ -55,7 +54,7 @@ def add_concepts_command(commands: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument("name", nargs="?", default=None, help="study name (with --trial)")
     parser.add_argument("--trial", type=int, default=None, help="trial number whose embeddings are re-trained")
-    _storage_argument(parser)
+    storage_argument(parser)
     parser.add_argument("--embeddings", type=Path, default=None, metavar="FILE",
                         help="use this embedding file (keyed by track id) instead of a study trial")
     parser.add_argument("--vocab", type=Path, default=None, metavar="FILE",
@@ -150,14 +149,15 @@ def _default_out(args: argparse.Namespace) -> str:
 
 def _load_inputs(args: argparse.Namespace) -> tuple[Any, Any, str]:
     from hpo.concepts import file_embeddings, trial_embeddings
-    from hpo.dataset import PreparedDataset
+    from hpo.data.dataset import PreparedDataset
 
     if args.embeddings is not None:
         dataset = PreparedDataset.load(args.prepared)
         _log.info("reading embeddings %s", args.embeddings)
         return dataset, file_embeddings(args.embeddings, dataset, vocab=args.vocab, fmt=args.format), args.embeddings.name
 
-    from hpo.study import FINGERPRINT_ATTR, load_study
+    from hpo.study import load_study
+    from hpo.trials import FINGERPRINT_ATTR
 
     study, config = load_study(args.name, args.storage)
     dataset = PreparedDataset.load(args.prepared or config.dataset)

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from hpo._atomic import atomic_directory
-from hpo.errors import InputError
+from storage.errors import InputError
 
 
 @dataclass(frozen=True)

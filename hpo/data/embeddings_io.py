@@ -16,7 +16,7 @@ Accepted formats
 Both word2vec formats may be gzip-compressed (``.gz``). Pickle-based files (gensim ``.model`` /
 ``KeyedVectors.save``, joblib, ``.pkl``) are refused: loading a pickle runs arbitrary code.
 
-Every problem is reported as one :class:`~hpo.errors.InputError` naming the file and the line or
+Every problem is reported as one :class:`~storage.errors.InputError` naming the file and the line or
 record and what was expected, so a user can fix the file.
 """
 
@@ -34,8 +34,8 @@ import numpy as np
 import pandas as pd
 
 from hpo._atomic import atomic_write
-from hpo._npy import NpyError, read_npy
-from hpo.errors import InputError
+from hpo.data._npy import NpyError, read_npy
+from storage.errors import InputError
 
 __all__ = [
     "FORMATS",

@@ -1,7 +1,8 @@
-"""User-facing errors.
+"""User-facing errors, shared by every layer that meets user input.
 
-A :class:`InputError` is a mistake the user can fix (a bad file, a bad option). The CLI prints its
-message on one line and exits with code 2; it never shows a traceback for it.
+A :class:`InputError` is a mistake the user can fix (a bad file, a bad option, a bad storage URL). The CLI
+prints its message on one line and exits with code 2; it never shows a traceback for it. It lives in
+:mod:`storage`, the lowest layer that raises it, so that :mod:`storage` imports nothing from :mod:`hpo`.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ Supported inputs:
 * ``mpd``: the Spotify Million Playlist Dataset (``mpd.slice.*.json``; a directory of slices or a glob),
   read one slice at a time by :func:`read_mpd`. No genre; playlist names kept as concept labels.
 
-Every user mistake raises :class:`hpo.errors.InputError` with one line naming the file, row or field.
+Every user mistake raises :class:`storage.errors.InputError` with one line naming the file, row or field.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from hpo.errors import InputError, first_line
+from storage.errors import InputError, first_line
 
 PLAYS_COLUMNS = ("sequence_id", "position", "track_id")
 PLAYS_OPTIONAL = ("user_id", "timestamp")
@@ -495,7 +495,7 @@ def read_mpd(path: str | Path) -> RawDataset:
     :attr:`RawDataset.sequence_names` and, normalised (lower case, single spaces), as concept labels of
     the playlist's tracks. Playlists with fewer than 2 tracks are dropped and counted.
 
-    Raises :class:`~hpo.errors.InputError` naming the file and the playlist for malformed slices
+    Raises :class:`~storage.errors.InputError` naming the file and the playlist for malformed slices
     (invalid JSON, no ``playlists`` list, a playlist without ``pid``/``tracks``, a track without
     ``track_uri``, a non-integer or repeated ``pos``, a ``pid`` repeated across playlists) and for a
     ``track_uri`` whose ``artist_name`` differs between playlists.
@@ -543,7 +543,7 @@ def read_mpd(path: str | Path) -> RawDataset:
     positions = np.arange(len(tracks_of_play), dtype=np.int64) - np.repeat(np.cumsum(lengths) - lengths, lengths)
     uris = np.asarray(list(track_code), dtype=object)
     # Compact categorical columns; categories sorted so that ordering and factorising them is the same
-    # as for plain strings (hpo.prepare sorts and codes track and sequence ids as strings).
+    # as for plain strings (hpo.data.prepare sorts and codes track and sequence ids as strings).
     plays = pd.DataFrame(
         {
             "sequence_id": _sorted_categorical(np.asarray(seq_pids, dtype=object), seq_of_play),

@@ -1,6 +1,6 @@
 """The prepared dataset: the one on-disk form every trial and every worker reads.
 
-Directory layout (written by :func:`hpo.prepare.prepare_dataset`)::
+Directory layout (written by :func:`hpo.data.prepare.prepare_dataset`)::
 
     manifest.json                      counts, parameters, dropped items, fingerprint, file hashes
     songs.parquet                      one row per song id 0..n_songs-1: track_id, artist, genre, title,
@@ -25,9 +25,9 @@ is trusted blindly:
 * :meth:`PreparedDataset.verify` (``songhpo data verify DIR``) does all of it, every hash included, and
   cross-checks the song table's play counts against the training tokens.
 
-Every inconsistency is an :class:`~hpo.errors.InputError` naming the file and telling to prepare the
+Every inconsistency is an :class:`~storage.errors.InputError` naming the file and telling to prepare the
 dataset again. Arrays are loaded with ``allow_pickle=False`` after their header was checked
-(:mod:`hpo._npy`), so a pickle in place of a ``.npy`` file is refused, never run.
+(:mod:`hpo.data._npy`), so a pickle in place of a ``.npy`` file is refused, never run.
 """
 
 from __future__ import annotations
@@ -44,9 +44,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from hpo._npy import NpyError, NpyHeader, read_npy, read_npy_header
 from hpo.choices import SPLITS
-from hpo.errors import InputError, first_line
+from hpo.data._npy import NpyError, NpyHeader, read_npy, read_npy_header
+from storage.errors import InputError, first_line
 
 FORMAT_NAME = "songhpo-prepared"
 FORMAT_VERSION = 1

@@ -2,7 +2,7 @@
 
 Registered on the top-level parser by :func:`add_eval_command`. Results go to stdout (tables, or one
 JSON object with ``--json``); logs and warnings go to stderr; user mistakes raise
-:class:`~hpo.errors.InputError` (one line, exit code 2).
+:class:`~storage.errors.InputError` (one line, exit code 2).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 
 from hpo._table import format_table, format_value
 from hpo.choices import SPLITS
-from hpo.errors import InputError
+from storage.errors import InputError
 
 __all__ = ["add_eval_command"]
 
@@ -100,8 +100,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     # faiss announces at INFO which CPU build it loads; that is noise for a user.
     logging.getLogger("faiss").setLevel(logging.WARNING)
     # Heavy imports (faiss, scikit-learn) only when the command runs, so 'songhpo --help' stays fast.
-    from hpo.dataset import PreparedDataset
-    from hpo.embeddings_io import align_to_dataset, ignored_key_examples, read_embeddings
+    from hpo.data.dataset import PreparedDataset
+    from hpo.data.embeddings_io import align_to_dataset, ignored_key_examples, read_embeddings
     from hpo.evaluation import continuation_scores, evaluate_split
     from metrics.evaluate import EvaluationSettings
 

@@ -1,6 +1,6 @@
 """Dataset preparation: integer coding, the SPEC §3 splits, hard negatives, and an atomic write.
 
-The output directory (see :mod:`hpo.dataset` for the reader) holds columnar files and a
+The output directory (see :mod:`hpo.data.dataset` for the reader) holds columnar files and a
 ``manifest.json`` with counts, parameters, what was dropped and a content fingerprint. Preparing the
 same inputs with the same parameters twice gives byte-identical files and the same fingerprint.
 """
@@ -20,10 +20,10 @@ import pandas as pd
 from hpo import __version__
 from hpo._atomic import atomic_directory
 from hpo._progress import steps
-from hpo.dataset import FORMAT_NAME, FORMAT_VERSION, SPLITS, content_fingerprint, file_sha256
-from hpo.errors import InputError
-from hpo.readers import RawDataset
+from hpo.data.dataset import FORMAT_NAME, FORMAT_VERSION, SPLITS, content_fingerprint, file_sha256
+from hpo.data.readers import RawDataset
 from metrics.hard_negatives import find_hard_negatives
+from storage.errors import InputError
 
 _log = logging.getLogger(__name__)
 

@@ -9,15 +9,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from hpo.errors import InputError
+from hpo.cli.common import storage_argument
+from storage.errors import InputError
 
 _log = logging.getLogger("songhpo")
 
 
 def add_dashboard_commands(commands: Any) -> None:
     """Register ``dashboard`` and ``report`` on the top-level subparsers."""
-    from hpo.cli import _storage_argument
-
     dashboard = commands.add_parser(
         "dashboard",
         help="optuna-dashboard on the study storage, with our note and charts",
@@ -25,7 +24,7 @@ def add_dashboard_commands(commands: Any) -> None:
         "(constraint-aware Pareto front, popularity buckets, side-effects table) into every songhpo study of "
         "the storage, then serve optuna-dashboard on it until Ctrl-C. Listens on 127.0.0.1 by default.",
     )
-    _storage_argument(dashboard)
+    storage_argument(dashboard)
     dashboard.add_argument("--host", default="127.0.0.1",
                            help="address to listen on (default 127.0.0.1: this machine only)")
     dashboard.add_argument("--port", type=int, default=8080, help="TCP port (default 8080)")
@@ -40,7 +39,7 @@ def add_dashboard_commands(commands: Any) -> None:
         "exists), the optimisation history, the hypervolume, parameter importances and parallel coordinates.",
     )
     report.add_argument("name", help="study name")
-    _storage_argument(report)
+    storage_argument(report)
     report.add_argument("--out", type=Path, default=Path("report.html"),
                         help="HTML file to write ('-' for stdout; default report.html)")
     report.add_argument("--png", type=Path, default=None, metavar="DIR",

@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from hpo._table import format_table, format_value
-from hpo.errors import InputError
+from hpo.cli.common import storage_argument
+from storage.errors import InputError
 
 _log = logging.getLogger("songhpo")
 EXPORT_FORMATS = ("csv", "json", "parquet")
@@ -19,8 +20,6 @@ EXPORT_FORMATS = ("csv", "json", "parquet")
 
 def add_result_commands(commands: Any, study_commands: Any) -> None:
     """Register ``study evaluate`` under ``study_commands`` and ``pareto show|export`` under ``commands``."""
-    from hpo.cli import _storage_argument
-
     evaluate = study_commands.add_parser(
         "evaluate",
         help="re-train the Pareto front and the baseline with several seeds and evaluate them on test",
@@ -31,7 +30,7 @@ def add_result_commands(commands: Any, study_commands: Any) -> None:
         "the seeds already done.",
     )
     evaluate.add_argument("name", help="study name")
-    _storage_argument(evaluate)
+    storage_argument(evaluate)
     evaluate.add_argument("--seeds", type=int, default=3, help="re-training seeds per trial (default 3)")
     evaluate.add_argument("--dataset", default=None, help="prepared dataset path on this machine (default: the study's)")
     evaluate.add_argument("--json", action="store_true", help="print a JSON summary instead of the table")
@@ -46,7 +45,7 @@ def add_result_commands(commands: Any, study_commands: Any) -> None:
         "a snapshot, print the feasible validation front and say so.",
     )
     show.add_argument("name", help="study name")
-    _storage_argument(show)
+    storage_argument(show)
     show.add_argument("--json", action="store_true", help="print the snapshot as JSON")
     show.set_defaults(handler=_cmd_show)
 
@@ -56,7 +55,7 @@ def add_result_commands(commands: Any, study_commands: Any) -> None:
         "on_front, n_seeds, params.*, validation.*, test.<metric>.mean/low/high/n), atomically.",
     )
     export.add_argument("name", help="study name")
-    _storage_argument(export)
+    storage_argument(export)
     export.add_argument("--format", choices=EXPORT_FORMATS, default=None,
                         help="file format (default: from the --out suffix)")
     export.add_argument("--out", required=True, type=Path, help="output file ('-' for stdout, with --format)")
@@ -92,7 +91,8 @@ def _latest(name: str, storage: str) -> dict[str, Any] | None:
 def _cmd_show(args: argparse.Namespace) -> int:
     snapshot = _latest(args.name, args.storage)
     if snapshot is None:
-        from hpo.study import feasible_pareto_front, load_study, trial_row
+        from hpo.study import load_study
+        from hpo.trials import feasible_pareto_front, trial_row
 
         study, _ = load_study(args.name, args.storage)
         rows = [trial_row(t, study.metric_names) for t in feasible_pareto_front(study)]

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from hpo.errors import InputError
+from storage.errors import InputError
 
 __all__ = ["add_experiment_commands"]
 
