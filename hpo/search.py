@@ -131,6 +131,8 @@ class _DistinctProposals:
     result. One parameter of the copy (a continuous one when there is one) is redrawn by the sampler's
     independent sampling, as NSGA-II's own mutation does, until the set is new and claimed
     (:data:`ParamsClaim`) or :data:`_REDRAWS` tries are spent (a small, exhausted space: the copy runs).
+    A proposal completed by independent sampling (NSGA-II's mutated parameters) is checked the same way
+    when its last parameter is drawn: a mutation back to the parent's value is drawn again.
     """
 
     _claim_params: ParamsClaim | None = None
@@ -138,18 +140,42 @@ class _DistinctProposals:
     def sample_relative(self, study: optuna.Study, trial: optuna.trial.FrozenTrial,
                         search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
         params = super().sample_relative(study, trial, search_space)  # type: ignore[misc]
-        if not params or set(params) != set(search_space):
-            return params
-        continuous = [name for name, d in search_space.items() if isinstance(d, FloatDistribution)]
-        names = continuous or list(params)
-        rng = np.random.default_rng([trial.number, 0xD1])
-        for _ in range(_REDRAWS):
-            if not _taken(study, params) and (self._claim_params is None or self._claim_params(params)):
-                return params
-            redraw = names[int(rng.integers(len(names)))]
-            value = self.sample_independent(study, trial, redraw, search_space[redraw])  # type: ignore[attr-defined]
-            params = {**params, redraw: value}
+        if params and set(params) == set(search_space):
+            continuous = [name for name, d in search_space.items() if isinstance(d, FloatDistribution)]
+            names = continuous or list(params)
+            rng = np.random.default_rng([trial.number, 0xD1])
+            for _ in range(_REDRAWS):
+                if self._new(study, params):
+                    break
+                redraw = names[int(rng.integers(len(names)))]
+                value = super().sample_independent(study, trial, redraw, search_space[redraw])  # type: ignore[misc]
+                params = {**params, redraw: value}
+        # A proposal short of some parameters (NSGA-II's mutation leaves them to independent sampling) is
+        # completed, and checked, by sample_independent.
+        self._proposals()[trial.number] = (dict(params), set(search_space))
         return params
+
+    def sample_independent(self, study: optuna.Study, trial: optuna.trial.FrozenTrial, param_name: str,
+                           param_distribution: BaseDistribution) -> Any:
+        value = super().sample_independent(study, trial, param_name, param_distribution)  # type: ignore[misc]
+        relative, space = self._proposals().get(trial.number, ({}, set()))
+        if param_name not in space or set({**relative, **trial.params, param_name: value}) != space:
+            return value  # not a searched parameter, or others are still to come
+        for _ in range(_REDRAWS):
+            if self._new(study, {**relative, **trial.params, param_name: value}):
+                break
+            value = super().sample_independent(study, trial, param_name, param_distribution)  # type: ignore[misc]
+        return value
+
+    def _new(self, study: optuna.Study, params: Mapping[str, Any]) -> bool:
+        """``params`` is no earlier trial's and is now claimed for this one."""
+        return not _taken(study, params) and (self._claim_params is None or self._claim_params(params))
+
+    def _proposals(self) -> dict[int, tuple[dict[str, Any], set[str]]]:
+        # Per sampler instance (one per worker process): trial number -> its relative proposal and space.
+        if not hasattr(self, "_proposal_of"):
+            self._proposal_of: dict[int, tuple[dict[str, Any], set[str]]] = {}
+        return self._proposal_of
 
 
 #: Redraws of one parameter before a copied proposal is let through.

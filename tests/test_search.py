@@ -313,20 +313,25 @@ def test_a_waiting_trial_is_taken_by_exactly_one_worker(
 
 
 def test_an_interrupted_baseline_is_queued_again_with_the_study_seed(prepared_synth: Path, tmp_path: Path) -> None:
-    storage = f"sqlite:///{tmp_path / 'b.db'}"
-    settings = tiny_study_config(prepared_synth, storage, trials=5)
-    settings["search_space"] = {**settings["search_space"], "epochs": 10}  # type: ignore[dict-item]
-    config = write_toml(tmp_path / "study.toml", settings)
-    assert run_cli("study", "create", str(config)).returncode == 0
-    worker = _worker(config)
-    # Interrupt it while the baseline (trial 0) runs: wait for that state in the storage.
-    study = optuna.load_study(study_name="tiny", storage=storage)
-    deadline = time.monotonic() + 120
-    while study.get_trials()[0].state != TrialState.RUNNING:
-        assert worker.poll() is None and time.monotonic() < deadline, "the baseline never started"
-        time.sleep(0.05)
-    worker.send_signal(signal.SIGINT)
-    _, err = worker.communicate(timeout=120)
+    # Interrupt the worker while the baseline (trial 0) runs: wait for that state in the storage. On a
+    # busy machine the whole study may finish between two looks: then again with longer trials.
+    for epochs in (10, 80, 320):
+        storage = f"sqlite:///{tmp_path / f'b{epochs}.db'}"
+        settings = tiny_study_config(prepared_synth, storage, trials=5)
+        settings["search_space"] = {**settings["search_space"], "epochs": epochs}  # type: ignore[dict-item]
+        config = write_toml(tmp_path / f"study{epochs}.toml", settings)
+        assert run_cli("study", "create", str(config)).returncode == 0
+        worker = _worker(config)
+        study = optuna.load_study(study_name="tiny", storage=storage)
+        deadline = time.monotonic() + 120
+        while study.get_trials()[0].state != TrialState.RUNNING and worker.poll() is None:
+            assert time.monotonic() < deadline, "the baseline never started"
+            time.sleep(0.05)
+        if worker.poll() is None:
+            worker.send_signal(signal.SIGINT)
+        _, err = worker.communicate(timeout=180)
+        if worker.returncode != 0 or study.get_trials()[0].state != TrialState.COMPLETE:
+            break
     assert worker.returncode == 130, err
     assert study.get_trials()[0].state == TrialState.FAIL
     again = run_cli("study", "run", str(config), "--n-trials", "3")
@@ -532,6 +537,30 @@ def test_a_proposal_copying_an_earlier_trial_is_changed() -> None:
     for sampler, distinct in ((Copier(seed=0), False), (DistinctCopier(seed=0), True)):
         study = optuna.create_study(sampler=sampler)
         study.optimize(lambda t: t.suggest_float("x", 0, 1) + t.suggest_int("n", 1, 3), n_trials=6)
+        keys = {_param_key(t) for t in study.trials}
+        assert (len(keys) == 6) is distinct
+
+    class Mutator(Copier):
+        """Copies the first trial but leaves x to independent sampling, which first draws the same x."""
+
+        def sample_relative(self, study, trial, search_space):  # type: ignore[no-untyped-def]
+            return {k: v for k, v in super().sample_relative(study, trial, search_space).items() if k != "x"}
+
+        def sample_independent(self, study, trial, param_name, param_distribution):  # type: ignore[no-untyped-def]
+            trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            if param_name == "x" and trials and not getattr(self, "_again", False):
+                self._again = True  # the parent's value once per trial, then whatever it draws
+                return trials[0].params["x"]
+            self._again = False
+            return super().sample_independent(study, trial, param_name, param_distribution)
+
+    class DistinctMutator(_DistinctProposals, Mutator):
+        pass
+
+    for sampler, distinct in ((Mutator(seed=0), False), (DistinctMutator(seed=0), True)):
+        study = optuna.create_study(sampler=sampler)
+        # n first, x last: the copy is only known once x is drawn.
+        study.optimize(lambda t: t.suggest_int("n", 1, 3) + t.suggest_float("x", 0, 1), n_trials=6)
         keys = {_param_key(t) for t in study.trials}
         assert (len(keys) == 6) is distinct
 
