@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -27,6 +28,21 @@ def shared_dataset(*parts: str) -> Path:
             pytest.fail(f"{path} is missing: CI needs ../shared/data beside the clone")
         pytest.skip(f"{path} not available")
     return path
+
+
+def start_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """Start the real ``songhpo`` CLI in the background (pipes for stdout/stderr, text), ready for Ctrl-C.
+
+    pytest-xdist's worker processes ignore SIGINT, and an ignored signal stays ignored across exec, so
+    the child would never see a Ctrl-C a test sends: it starts with SIGINT's default disposition.
+    """
+    env = {**os.environ, "SONGHPO_PROGRESS": "0", **(env or {})}
+    return subprocess.Popen([sys.executable, "-m", "hpo", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env=env, preexec_fn=_default_sigint)
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600,

@@ -12,7 +12,7 @@ import optuna
 import pytest
 
 from hpo.config import EXAMPLE_CONFIG, load_config
-from tests.conftest import run_cli, tiny_study_config, write_toml
+from tests.conftest import run_cli, start_cli, tiny_study_config, write_toml
 
 
 def test_every_study_command_has_help() -> None:
@@ -133,10 +133,7 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
 
 
 def test_ctrl_c_marks_the_running_trial_and_keeps_the_rest(prepared_synth: Path, tmp_path: Path) -> None:
-    import os
     import signal
-    import subprocess
-    import sys
     import time
 
     from optuna.trial import TrialState
@@ -145,9 +142,7 @@ def test_ctrl_c_marks_the_running_trial_and_keeps_the_rest(prepared_synth: Path,
     settings = tiny_study_config(prepared_synth, storage, trials=50)
     settings["search_space"] = {**settings["search_space"], "epochs": 40}  # type: ignore[dict-item]
     config = write_toml(tmp_path / "study.toml", settings)
-    worker = subprocess.Popen([sys.executable, "-m", "hpo", "study", "run", str(config)],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              env={**os.environ, "SONGHPO_PROGRESS": "0"})
+    worker = start_cli("study", "run", str(config))
     deadline = time.monotonic() + 300
     while True:
         assert time.monotonic() < deadline and worker.poll() is None, "no trial ran after a completed one"

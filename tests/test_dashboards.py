@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -32,7 +30,7 @@ from dashboards.pareto import FRONT, INFEASIBLE
 from dashboards.selection import select_configurations
 from hpo.data.dataset import PreparedDataset
 from hpo.trials import baseline_trial, feasible_pareto_front
-from tests.conftest import run_tiny_study
+from tests.conftest import run_tiny_study, start_cli
 
 METRIC_COLUMNS = ("ndcg", "ndcg_in", "ndcg_out", "hitrate", "hardneg", "coherence_genre", "coherence_artist",
                   "ch_genre", "ch_artist", "train_seconds")
@@ -132,9 +130,7 @@ def free_port() -> int:
 
 
 def start_dashboard(storage: str, port: int, *extra: str) -> subprocess.Popen[str]:
-    env = {**os.environ, "SONGHPO_PROGRESS": "0"}
-    return subprocess.Popen([sys.executable, "-m", "hpo", "dashboard", "--storage", storage, "--port", str(port), *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    return start_cli("dashboard", "--storage", storage, "--port", str(port), *extra)
 
 
 def wait_for(url: str, process: subprocess.Popen[str], timeout: float = 60.0) -> bytes:

@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -32,7 +31,7 @@ from hpo.search import (
 )
 from hpo.study import create_study, load_study, open_storage, run_worker
 from objectives.word2vec import GENSIM_DEFAULTS
-from tests.conftest import run_cli, shared_dataset, tiny_study_config, write_toml
+from tests.conftest import run_cli, shared_dataset, start_cli, tiny_study_config, write_toml
 
 
 def _config(prepared: Path, storage: str = "sqlite://", **overrides: object):  # type: ignore[no-untyped-def]
@@ -207,9 +206,7 @@ def test_the_sparse_rule_at_its_threshold(prepared_synth: Path, monkeypatch: pyt
 
 
 def _worker(config: Path, *extra: str) -> subprocess.Popen[str]:
-    env = {**os.environ, "SONGHPO_PROGRESS": "0"}
-    return subprocess.Popen([sys.executable, "-m", "hpo", "study", "run", str(config), *extra],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    return start_cli("study", "run", str(config), *extra)
 
 
 @pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
