@@ -99,6 +99,15 @@ def test_killed_worker_trial_is_retried(prepared_synth: Path, server_url: str, t
     victim.send_signal(signal.SIGKILL)
     victim.wait(timeout=30)
     assert victim.returncode == -signal.SIGKILL
+    # The survivor may reach the budget within the grace period, before the killed trial is stale: start
+    # it once the storage says the heartbeat is stale (a read-only query; the survivor acts on it).
+    probe = optuna.storages.RDBStorage(server_url, heartbeat_interval=1, grace_period=4)
+    study_id = probe.get_study_id_from_name("tiny")
+    deadline = time.monotonic() + 120
+    while running._trial_id not in probe._get_stale_trial_ids(study_id):
+        assert time.monotonic() < deadline, "the killed trial's heartbeat never went stale"
+        time.sleep(0.2)
+    probe.engine.dispose()
     survivor = _worker(config)
     out, err = survivor.communicate(timeout=300)
     assert survivor.returncode == 0, err
