@@ -23,12 +23,13 @@ import hashlib
 import importlib.util
 import json
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import optuna
 from optuna.distributions import BaseDistribution, FloatDistribution
+from optuna.trial import TrialState
 
 from hpo.config import DEFAULT_SEARCH_SPACE, SPARSE_MIN_COUNT, Distribution, StudyConfig
 from hpo.data.dataset import PreparedDataset
@@ -170,6 +171,11 @@ class _DistinctProposals:
     def _new(self, study: optuna.Study, params: Mapping[str, Any]) -> bool:
         """``params`` is no earlier trial's and is now claimed for this one."""
         return not _taken(study, params) and (self._claim_params is None or self._claim_params(params))
+
+    def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial, state: TrialState,
+                    values: Sequence[float] | None) -> None:
+        self._proposals().pop(trial.number, None)  # its parameters are all drawn
+        super().after_trial(study, trial, state, values)  # type: ignore[misc]
 
     def _proposals(self) -> dict[int, tuple[dict[str, Any], set[str]]]:
         # Per sampler instance (one per worker process): trial number -> its relative proposal and space.
