@@ -4,10 +4,8 @@ several `songhpo study run` processes share one study; a worker killed with SIGK
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,15 +14,11 @@ from optuna.trial import TrialState
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import DBAPIError
 
-from tests.conftest import run_cli, tiny_study_config, write_toml
+from tests.conftest import run_cli, start_cli, tiny_study_config, write_toml
 
 
 def _worker(config: Path, *extra: str) -> subprocess.Popen[str]:
-    env = {**os.environ, "SONGHPO_PROGRESS": "0"}
-    return subprocess.Popen(
-        [sys.executable, "-m", "hpo", "study", "run", str(config), *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-    )
+    return start_cli("study", "run", str(config), *extra)
 
 
 def test_three_workers_share_one_study(prepared_synth: Path, server_url: str, tmp_path: Path) -> None:
