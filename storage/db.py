@@ -159,12 +159,14 @@ def upgrade_schema(engine: Engine, revision: str = "head", *, url: str | None = 
     """Upgrade the songhpo tables to ``revision`` (tests use older revisions); return the result."""
     where = safe_url(url if url is not None else engine.url.render_as_string(hide_password=False))
     head = head_revision()
-    with write_transaction(engine) as connection:
-        _lock_schema(connection)
-        try:
-            return _upgrade_locked(connection, head if revision == "head" else revision, head, where)
-        finally:
-            _unlock_schema(connection)
+    with _mysql_schema_lock(engine):
+        with write_transaction(engine) as connection:
+            _lock_schema(connection)
+            revision = _upgrade_locked(connection, head if revision == "head" else revision, head, where)
+        # MySQL's session lock is released only here, after the commit: released inside the transaction,
+        # another process could read the version row before the last migration's stamp was committed and
+        # run that migration's DDL again ("table already exists").
+        return revision
 
 
 def _upgrade_locked(connection: Connection, target: str, head: str, where: str) -> str:
@@ -187,24 +189,31 @@ def _upgrade_locked(connection: Connection, target: str, head: str, where: str) 
 
 
 def _lock_schema(connection: Connection) -> None:
-    dialect = connection.dialect.name
-    if dialect == "postgresql":
+    if connection.dialect.name == "postgresql":
         # Released at the end of the transaction, which also holds the (transactional) DDL.
         connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
-    elif dialect in ("mysql", "mariadb"):
-        # A session lock (DDL commits implicitly in MySQL, so no transaction can hold it). GET_LOCK
-        # returns 1 when taken, 0 on timeout and NULL on error: only 1 may go on.
+    # SQLite: write_transaction began with BEGIN IMMEDIATE, which already excludes other writers.
+    # MySQL: _mysql_schema_lock, held around the whole transaction.
+
+
+@contextmanager
+def _mysql_schema_lock(engine: Engine) -> Iterator[None]:
+    """MySQL/MariaDB: hold the schema's session lock on a connection of its own until the upgrade has committed
+    (DDL commits implicitly in MySQL, so no transaction can hold it). Other dialects: nothing."""
+    if engine.dialect.name not in ("mysql", "mariadb"):
+        yield
+        return
+    with engine.connect() as connection:
+        # GET_LOCK returns 1 when taken, 0 on timeout and NULL on error: only 1 may go on.
         taken = connection.execute(text("SELECT GET_LOCK(:name, :seconds)"),
                                    {"name": _MYSQL_LOCK_NAME, "seconds": _LOCK_SECONDS}).scalar()
         if taken != 1:
             raise InputError(f"storage: could not take the schema lock {_MYSQL_LOCK_NAME!r} within {_LOCK_SECONDS} s "
                              "(another songhpo process is upgrading the tables, or is stuck); try again")
-    # SQLite: write_transaction began with BEGIN IMMEDIATE, which already excludes other writers.
-
-
-def _unlock_schema(connection: Connection) -> None:
-    if connection.dialect.name in ("mysql", "mariadb"):
-        connection.execute(text("SELECT RELEASE_LOCK(:name)"), {"name": _MYSQL_LOCK_NAME})
+        try:
+            yield
+        finally:
+            connection.execute(text("SELECT RELEASE_LOCK(:name)"), {"name": _MYSQL_LOCK_NAME})
 
 
 def engine_for(url: str) -> Engine:
