@@ -48,6 +48,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from dashboards.selection import balanced_compromise
+from hpo._atomic import atomic_write_text
 from hpo._table import format_table
 from hpo.config import parse_config
 from hpo.data.dataset import PreparedDataset
@@ -227,9 +228,12 @@ def _literature_ratios(dataset: PreparedDataset, metrics: list[str], seed: int, 
         data = trial_data(config, dataset)
         defaults = run_configuration(data, {}, seed=seed)
         literature = run_configuration(data, LITERATURE_SETTINGS["caselles-dupre-2018"], seed=seed)
-        cached[key] = {m: literature.metrics[m] / defaults.metrics[m] for m in literature.metrics
-                       if m in defaults.metrics and defaults.metrics[m]}
-        cache.write_text(json.dumps(cached, indent=1) + "\n")
+        ratios = {m: literature.metrics[m] / defaults.metrics[m] for m in literature.metrics
+                  if m in defaults.metrics and defaults.metrics[m]}
+        # Re-read before writing: another bench process on the same --out may have cached other seeds meanwhile.
+        cached = json.loads(cache.read_text()) if cache.exists() else {}
+        cached[key] = ratios
+        atomic_write_text(cache, json.dumps(cached, indent=1) + "\n")
     return np.array([cached[key][m] for m in metrics])
 
 
