@@ -8,13 +8,20 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from hpo.data.prepare import PrepareParams, prepare_dataset
 from hpo.data.readers import read_input
 from hpo.data.synth import SynthParams, write_synthetic
+
+if TYPE_CHECKING:
+    import optuna
+
+    from hpo.config import StudyConfig
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("SONGHPO_SHARED_DATA", REPO.parent / "shared" / "data"))
@@ -36,30 +43,45 @@ def start_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen
     pytest-xdist's worker processes ignore SIGINT, and an ignored signal stays ignored across exec, so
     the child would never see a Ctrl-C a test sends: it starts with SIGINT's default disposition.
     """
-    env = {**os.environ, "SONGHPO_PROGRESS": "0", **(env or {})}
     return subprocess.Popen([sys.executable, "-m", "hpo", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=env, preexec_fn=_default_sigint)
+                            text=True, env=_environment(env), preexec_fn=_default_sigint)
 
 
 def _default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600,
-            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    """Run the real ``songhpo`` console script in a subprocess (``env`` adds to the environment)."""
-    env = {**os.environ, "SONGHPO_PROGRESS": "0", **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "hpo", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout
-    )
+def _environment(env: dict[str, str] | None) -> dict[str, str]:
+    return {**os.environ, "SONGHPO_PROGRESS": "0", **(env or {})}
 
 
-def assert_one_line_error(result: subprocess.CompletedProcess[str], *fragments: str) -> str:
+def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600, env: dict[str, str] | None = None,
+            text: bool = True) -> subprocess.CompletedProcess[Any]:
+    """Run the real ``songhpo`` console script in a subprocess (``env`` adds to the environment; ``text=False``
+    captures bytes, for binary output on stdout)."""
+    return subprocess.run([sys.executable, "-m", "hpo", *args], capture_output=True, text=text, cwd=cwd,
+                          env=_environment(env), timeout=timeout)
+
+
+def run_python(code: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """Run ``python -c code *args`` in a fresh interpreter (what an import pulls in, a module made
+    unimportable, ...), with the environment of :func:`run_cli`."""
+    return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                          env=_environment(None), timeout=timeout)
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], *fragments: str, allow_logs: bool = False) -> str:
     """``result`` is a user mistake as the CLI must report it: exit 2, nothing on stdout, one stderr line
-    ``songhpo: error: ...`` holding every fragment, no traceback. Returns the line."""
+    ``songhpo: error: ...`` holding every fragment, no traceback. Returns the line.
+
+    ``allow_logs``: a command run without ``-q`` may have logged lines before; the error line is the last.
+    """
     assert result.returncode == 2, result.stderr
-    assert "Traceback" not in result.stderr and result.stdout == ""
+    assert "Traceback" not in result.stderr and result.stdout == "", (result.stdout, result.stderr)
     lines = result.stderr.strip().splitlines()
+    if allow_logs:
+        assert not any(line.startswith("songhpo: ") for line in lines[:-1]), result.stderr
+        lines = lines[-1:]
     assert len(lines) == 1 and lines[0].startswith("songhpo: error: "), result.stderr
     for fragment in fragments:
         assert fragment in lines[0], (fragment, lines[0])
@@ -239,3 +261,71 @@ def run_tiny_study(prepared: Path, storage: str, **overrides: object) -> tuple[o
     study, config = load_study(config.name, storage)
     run_worker(study, config)
     return study, config
+
+
+# -- shared studies --------------------------------------------------------------------------------
+# Tests that only read a finished study share these (session scope: once per xdist worker). A test that
+# changes a study's trials, budget or snapshots (resume, add trials, kill a worker, evaluate again) runs its
+# own with run_tiny_study.
+
+#: The budget of the shared tiny study: enough for infeasible trials and a front without the baseline.
+TINY_TRIALS = 12
+
+
+@dataclass(frozen=True)
+class SharedStudy:
+    """A finished tiny study in a SQLite file of its own, as :func:`hpo.study.load_study` gives it."""
+
+    study: optuna.Study
+    config: StudyConfig
+    storage: str  #: its SQLAlchemy URL
+    path: Path  #: its SQLite file
+    evaluation: str | None = None  #: stdout of the ``songhpo study evaluate`` that made its test snapshot, if any
+
+
+def _copy_sqlite(source: Path, target: Path) -> Path:
+    """A consistent copy of a SQLite database (its WAL included) through SQLite's backup API."""
+    import sqlite3
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.closing(sqlite3.connect(source)) as src, contextlib.closing(sqlite3.connect(target)) as dst:
+        src.backup(dst)
+    return target
+
+
+def _shared_copy(source: Path, directory: Path) -> SharedStudy:
+    from hpo.study import load_study
+
+    path = _copy_sqlite(source, directory / "tiny.db")
+    storage = f"sqlite:///{path}"
+    study, config = load_study("tiny", storage)
+    return SharedStudy(study, config, storage, path)
+
+
+@pytest.fixture(scope="session")
+def _tiny_study_file(prepared_synth: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The shared tiny study as run, never handed to a test: the fixtures below start from copies of it."""
+    from storage.db import dispose_engines
+
+    path = tmp_path_factory.mktemp("tiny_study") / "tiny.db"
+    run_tiny_study(prepared_synth, f"sqlite:///{path}", trials=TINY_TRIALS)
+    yield path
+    dispose_engines()
+
+
+@pytest.fixture(scope="session")
+def tiny_study(_tiny_study_file: Path, tmp_path_factory: pytest.TempPathFactory) -> SharedStudy:
+    """A finished :data:`TINY_TRIALS`-trial tiny study on ``prepared_synth`` (study "tiny", the only one in its
+    SQLite file), never evaluated on test. Shared: read it; what a test may write is what every reader
+    ignores (the dashboard's note and charts)."""
+    return _shared_copy(_tiny_study_file, tmp_path_factory.mktemp("finished"))
+
+
+@pytest.fixture(scope="session")
+def evaluated_study(_tiny_study_file: Path, tmp_path_factory: pytest.TempPathFactory) -> SharedStudy:
+    """The same study (another copy) whose front the real ``songhpo study evaluate --seeds 2`` evaluated on
+    test: one complete snapshot, number 1. Shared: read it, never evaluate it again."""
+    shared = _shared_copy(_tiny_study_file, tmp_path_factory.mktemp("evaluated"))
+    result = run_cli("study", "evaluate", "tiny", "--storage", shared.storage, "--seeds", "2")
+    assert result.returncode == 0, result.stderr
+    return replace(shared, evaluation=result.stdout)

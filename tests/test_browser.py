@@ -21,13 +21,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import optuna
 import pytest
 
 from dashboards.launch import BUCKETS_GRAPH_ID, PARETO_GRAPH_ID, SIDE_EFFECTS_GRAPH_ID
 from dashboards.pareto import FRONT
 from hpo.trials import feasible_pareto_front
-from tests.conftest import run_cli, run_tiny_study
+from tests.conftest import SharedStudy, run_cli
 from tests.test_dashboards import free_port, start_dashboard, stop, wait_for
 
 CHROMIUM = os.environ.get("SONGHPO_CHROMIUM", "/usr/bin/chromium")
@@ -188,16 +187,6 @@ def browser(chromium: str, tmp_path_factory: pytest.TempPathFactory) -> Browser:
     instance.close()
 
 
-@pytest.fixture(scope="module")
-def evaluated_study(prepared_synth: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[optuna.Study, str]:
-    """A tiny study whose front was evaluated on test by the real ``songhpo study evaluate``."""
-    storage = f"sqlite:///{tmp_path_factory.mktemp('browser') / 'b.db'}"
-    study, config = run_tiny_study(prepared_synth, storage, trials=8)
-    result = run_cli("study", "evaluate", "tiny", "--storage", storage, "--seeds", "2")
-    assert result.returncode == 0, result.stderr
-    return study, storage
-
-
 def _shots(tmp_path: Path) -> Path:
     target = Path(os.environ.get("SONGHPO_SCREENSHOTS", tmp_path))
     target.mkdir(parents=True, exist_ok=True)
@@ -210,8 +199,8 @@ def _png_size(path: Path) -> tuple[int, int]:
     return struct.unpack(">II", header[16:24])
 
 
-def test_report_renders_in_chromium(browser: Browser, evaluated_study: tuple[optuna.Study, str], tmp_path: Path) -> None:
-    study, storage = evaluated_study
+def test_report_renders_in_chromium(browser: Browser, evaluated_study: SharedStudy, tmp_path: Path) -> None:
+    study, storage = evaluated_study.study, evaluated_study.storage
     out = tmp_path / "report.html"
     # One command writes the HTML and, through kaleido and the same Chromium, every figure as PNG.
     with_png = importlib.util.find_spec("kaleido") is not None
@@ -245,8 +234,8 @@ def test_report_renders_in_chromium(browser: Browser, evaluated_study: tuple[opt
     assert width == 1400 and height > 3000 and shot.stat().st_size > 100_000
 
 
-def test_dashboard_renders_in_chromium(browser: Browser, evaluated_study: tuple[optuna.Study, str], tmp_path: Path) -> None:
-    study, storage = evaluated_study
+def test_dashboard_renders_in_chromium(browser: Browser, evaluated_study: SharedStudy, tmp_path: Path) -> None:
+    study, storage = evaluated_study.study, evaluated_study.storage
     port = free_port()
     process = start_dashboard(storage, port)
     try:

@@ -32,7 +32,7 @@ from hpo.trials import trial_data
 from metrics.evaluate import evaluate
 from objectives.word2vec import train_word2vec
 from storage.errors import InputError
-from tests.conftest import run_cli, run_tiny_study, shared_dataset
+from tests.conftest import assert_one_line_error, run_cli, run_tiny_study, shared_dataset
 
 # --------------------------------------------------------------------------------------------------
 # fixtures
@@ -59,15 +59,6 @@ def yes_small(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 @pytest.fixture(scope="module")
 def synth_vectors(prepared_synth: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _train_and_write(prepared_synth, tmp_path_factory.mktemp("synth_vectors"), vector_size=16, epochs=3)
-
-
-def _one_line_error(result, *fragments: str) -> None:
-    assert result.returncode == 2, result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.startswith("songhpo: error:")]
-    assert len(lines) == 1, result.stderr
-    assert "Traceback" not in result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 def _read_outputs(out: Path) -> tuple[dict, list[dict[str, str]], str]:
@@ -251,17 +242,15 @@ def test_aotm2011_categories_without_artists(tmp_path: Path) -> None:
 # study trials (SQLite and PostgreSQL)
 
 
-def _tiny_study(prepared: Path, storage: str, name: str) -> None:
-    run_tiny_study(prepared, storage, name=name, trials=3)
-
-
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_trial_embeddings_reproduce_the_trial(prepared_synth: Path, tmp_path: Path, backend: str,
                                               request: pytest.FixtureRequest) -> None:
-    storage = (f"sqlite:///{tmp_path / 'study.db'}" if backend == "sqlite"
-               else request.getfixturevalue("postgres_url"))
-    _tiny_study(prepared_synth, storage, "tinyc")
-    study, config = load_study("tinyc", storage)
+    if backend == "sqlite":
+        storage = request.getfixturevalue("tiny_study").storage
+    else:
+        storage = request.getfixturevalue("postgres_url")
+        run_tiny_study(prepared_synth, storage, trials=3)
+    study, config = load_study("tiny", storage)
     dataset = PreparedDataset.load(prepared_synth)
     trial = study.trials[1]
     embeddings = trial_embeddings(study, 1, dataset)
@@ -273,13 +262,13 @@ def test_trial_embeddings_reproduce_the_trial(prepared_synth: Path, tmp_path: Pa
         assert metrics[key] == pytest.approx(trial.user_attrs[key], rel=1e-9), key
 
     out = tmp_path / "out"
-    result = run_cli("concepts", "tinyc", "--trial", "1", "--storage", storage, "--concepts", "artists",
+    result = run_cli("concepts", "tiny", "--trial", "1", "--storage", storage, "--concepts", "artists",
                      "--min-size", "8", "--out", str(out))
     assert result.returncode == 0, result.stderr
-    assert "concept hierarchy of study tinyc, trial 1: artists" in result.stdout
+    assert "concept hierarchy of study tiny, trial 1: artists" in result.stdout
     tree, rows, html = _read_outputs(out)
     _check_tree(tree, rows)
-    assert tree["source"]["study"] == "tinyc" and tree["source"]["trial"] == 1
+    assert tree["source"]["study"] == "tiny" and tree["source"]["trial"] == 1
     assert tree["dataset"]["fingerprint"] == dataset.fingerprint
     # Artists never share songs: co-occurrence is compared through playlists, and no artist overlap.
     assert {r["source"] for r in tree["alignment"]} == {"genre overlap", "playlist co-occurrence"}
@@ -287,8 +276,8 @@ def test_trial_embeddings_reproduce_the_trial(prepared_synth: Path, tmp_path: Pa
     kept = [r["name"] for r in rows if r["kept"] == "1"]
     assert "songs" in html and kept and all(name in html for name in kept)
 
-    missing = run_cli("concepts", "tinyc", "--trial", "99", "--storage", storage, "--out", str(tmp_path / "x"))
-    _one_line_error(missing, "has no trial 99")
+    missing = run_cli("concepts", "tiny", "--trial", "99", "--storage", storage, "--out", str(tmp_path / "x"))
+    assert_one_line_error(missing, "has no trial 99")
     assert not (tmp_path / "x").exists()
 
 
@@ -327,13 +316,13 @@ def test_user_mistakes_are_one_line_errors(prepared_synth: Path, synth_vectors: 
     ]
     for i, (args, fragment) in enumerate(cases):
         # A few through the real console script in a subprocess, the rest through its entry point.
-        _one_line_error(run_cli(*args) if i % 4 == 0 else _in_process(capsys, *args), fragment)
+        assert_one_line_error(run_cli(*args) if i % 4 == 0 else _in_process(capsys, *args), fragment, allow_logs=True)
         assert not out.exists(), args
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]  # no temporary leftovers
 
     out.mkdir()
-    _one_line_error(run_cli("concepts", *common, "--concepts", "genres", "--min-size", "5", "--out", str(out)),
-                    "already exists")
+    assert_one_line_error(run_cli("concepts", *common, "--concepts", "genres", "--min-size", "5", "--out", str(out)),
+                          "already exists")
     forced = run_cli("concepts", *common, "--concepts", "genres", "--min-size", "5", "--out", str(out), "--force")
     assert forced.returncode == 0, forced.stderr
     assert (out / "tree.json").is_file()

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from hpo import __version__
-from tests.conftest import run_cli
+from tests.conftest import assert_one_line_error, run_cli
 
 GOOD_PLAYS = "sequence_id,position,track_id\n" + "".join(
     f"s{s},{p},t{(s * 3 + p) % 7}\n" for s in range(12) for p in range(4)
@@ -169,14 +169,7 @@ def _output_exists(tmp_path: Path) -> tuple[list[str], list[str]]:
 def test_bad_input_is_one_line_exit_2_and_no_output(tmp_path: Path, case: BadCase) -> None:
     args, expected = case(tmp_path)
     before = sorted(p.name for p in tmp_path.iterdir())
-    result = run_cli("-q", "data", "prepare", *args, "--out", str(tmp_path / "out"))
-    assert result.returncode == 2, result.stderr
-    assert "Traceback" not in result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("songhpo: error: "), result.stderr
-    for fragment in expected:
-        assert fragment in lines[0], (fragment, lines[0])
-    assert result.stdout == ""
+    assert_one_line_error(run_cli("-q", "data", "prepare", *args, "--out", str(tmp_path / "out")), *expected)
     # Nothing half-written: the tree holds what it held before (no output, no temporary directory).
     assert sorted(p.name for p in tmp_path.iterdir()) == before
 

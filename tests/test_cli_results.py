@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -18,26 +15,15 @@ from hpo.cli.results import format_interval
 from hpo.study import create_study
 from hpo.trials import feasible_pareto_front
 from storage import results as store
-from storage.db import dispose_engines
-from tests.conftest import run_cli, run_tiny_study
+from tests.conftest import SharedStudy, assert_one_line_error, run_cli
 
 
-@pytest.fixture(scope="module")
-def study_db(prepared_synth: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
-    """A finished tiny study, not yet evaluated on test, and an empty second study, in one SQLite file."""
-    url = f"sqlite:///{tmp_path_factory.mktemp('cli_results') / 'results.db'}"
-    study, config = run_tiny_study(prepared_synth, url, trials=4)
-    create_study(config.model_copy(update={"name": "empty"}))
-    yield SimpleNamespace(url=url, study=study)
-    dispose_engines()
-
-
-def _fails(result: Any, *needles: str) -> None:
-    assert result.returncode == 2, (result.stdout, result.stderr)
-    assert result.stderr.startswith("songhpo: error: ") and result.stderr.count("\n") == 1, result.stderr
-    assert "Traceback" not in result.stderr
-    for needle in needles:
-        assert needle in result.stderr, (needle, result.stderr)
+@pytest.fixture
+def empty_study(tiny_study: SharedStudy, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The storage URL of a SQLite file holding one study, "empty", created and never run."""
+    url = f"sqlite:///{tmp_path_factory.mktemp('empty') / 'empty.db'}"
+    create_study(tiny_study.config.model_copy(update={"name": "empty", "storage": url}))
+    return url
 
 
 def test_help_of_every_result_command() -> None:
@@ -48,22 +34,22 @@ def test_help_of_every_result_command() -> None:
 
 
 def test_show_falls_back_to_validation_then_shows_the_test_snapshot(
-    study_db: SimpleNamespace, monkeypatch: pytest.MonkeyPatch
+    tiny_study: SharedStudy, evaluated_study: SharedStudy, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    url, study = study_db.url, study_db.study
-    monkeypatch.setenv("SONGHPO_STORAGE", url)  # the default of --storage
+    # The same study before and after the fixture's `songhpo study evaluate`, found through the default of --storage.
+    monkeypatch.setenv("SONGHPO_STORAGE", tiny_study.storage)
     before = run_cli("pareto", "show", "tiny")
     assert before.returncode == 0, before.stderr
     lines = before.stdout.splitlines()
     assert lines[0].startswith("no test snapshot of tiny yet: feasible Pareto front on VALIDATION")
-    assert [int(line.split()[0]) for line in lines[3:]] == [t.number for t in feasible_pareto_front(study)]
+    assert [int(line.split()[0]) for line in lines[3:]] == [t.number for t in feasible_pareto_front(tiny_study.study)]
 
-    evaluated = run_cli("study", "evaluate", "tiny", "--seeds", "2")
-    assert evaluated.returncode == 0, evaluated.stderr
+    url = evaluated_study.storage
+    monkeypatch.setenv("SONGHPO_STORAGE", url)
     snapshot = store.load_latest_snapshot(url, "tiny")
     assert snapshot is not None and snapshot["complete"]
     shown = run_cli("pareto", "show", "tiny")
-    assert shown.returncode == 0 and shown.stdout == evaluated.stdout
+    assert shown.returncode == 0 and shown.stdout == evaluated_study.evaluation
     lines = shown.stdout.splitlines()
     assert lines[0].startswith(f"Pareto-front snapshot {snapshot['snapshot_id']} of tiny on TEST (2 seeds")
     assert "complete" in lines[0]
@@ -105,12 +91,9 @@ def _equal(read: Any, expected: Any) -> bool:
 
 
 @pytest.mark.parametrize("fmt", ["csv", "json", "parquet"])
-def test_export_round_trips(study_db: SimpleNamespace, tmp_path: Path, fmt: str) -> None:
-    url = study_db.url
+def test_export_round_trips(evaluated_study: SharedStudy, tmp_path: Path, fmt: str) -> None:
+    url = evaluated_study.storage
     snapshot = store.load_latest_snapshot(url, "tiny")
-    if snapshot is None:  # run alone: evaluate first
-        assert run_cli("study", "evaluate", "tiny", "--storage", url, "--seeds", "2").returncode == 0
-        snapshot = store.load_latest_snapshot(url, "tiny")
     assert snapshot is not None
     out = tmp_path / f"front.{fmt}"
     result = run_cli("pareto", "export", "tiny", "--storage", url, "--out", str(out))  # format from the suffix
@@ -137,27 +120,28 @@ def test_export_round_trips(study_db: SimpleNamespace, tmp_path: Path, fmt: str)
             assert _equal(got[column], value), (fmt, column, got[column], value)
     assert [p.name for p in tmp_path.iterdir()] == [out.name]  # no temporary file left behind
     # --out -: the same bytes on stdout (the summary moves to stderr), and no file named '-'.
-    piped = subprocess.run([sys.executable, "-m", "hpo", "pareto", "export", "tiny", "--storage", url, "--out", "-",
-                            "--format", fmt], capture_output=True, cwd=tmp_path, timeout=120)
+    piped = run_cli("pareto", "export", "tiny", "--storage", url, "--out", "-", "--format", fmt, cwd=tmp_path,
+                    timeout=120, text=False)
     assert piped.returncode == 0, piped.stderr
     assert piped.stdout == out.read_bytes() and not (tmp_path / "-").exists()
     assert json.loads(piped.stderr.decode().strip().splitlines()[-1])["rows"] == len(expected)
 
 
-def test_user_mistakes_exit_2_and_write_nothing(study_db: SimpleNamespace, tmp_path: Path) -> None:
-    url = study_db.url
-    if store.load_latest_snapshot(url, "tiny") is None:
-        assert run_cli("study", "evaluate", "tiny", "--storage", url, "--seeds", "1").returncode == 0
+def test_user_mistakes_exit_2_and_write_nothing(evaluated_study: SharedStudy, empty_study: str, tmp_path: Path) -> None:
+    url = evaluated_study.storage
     existing = tmp_path / "front.csv"
     existing.write_text("keep me\n")
-    _fails(run_cli("pareto", "export", "tiny", "--storage", url, "--out", str(existing)), "already exists", "--force")
+    assert_one_line_error(run_cli("pareto", "export", "tiny", "--storage", url, "--out", str(existing)),
+                          "already exists", "--force")
     assert existing.read_text() == "keep me\n"
     forced = run_cli("pareto", "export", "tiny", "--storage", url, "--out", str(existing), "--force", "--format", "csv")
     assert forced.returncode == 0 and existing.read_text().startswith("trial,baseline")
-    _fails(run_cli("pareto", "export", "tiny", "--storage", url, "--out", str(tmp_path / "front.xlsx")),
-           "--format csv, json or parquet")
-    _fails(run_cli("pareto", "export", "empty", "--storage", url, "--out", str(tmp_path / "e.csv")),
-           "no Pareto-front snapshot", "songhpo study evaluate empty")
-    _fails(run_cli("study", "evaluate", "tiny", "--storage", url, "--seeds", "0"), "--seeds 0")
-    _fails(run_cli("study", "evaluate", "empty", "--storage", url), "no completed feasible trial")
+    assert_one_line_error(run_cli("pareto", "export", "tiny", "--storage", url, "--out", str(tmp_path / "front.xlsx")),
+                          "--format csv, json or parquet")
+    assert_one_line_error(run_cli("pareto", "export", "empty", "--storage", empty_study, "--out", str(tmp_path / "e.csv")),
+                          "no Pareto-front snapshot", "songhpo study evaluate empty")
+    assert_one_line_error(run_cli("study", "evaluate", "tiny", "--storage", url, "--seeds", "0"), "--seeds 0")
+    # The study is found through the default of --storage.
+    assert_one_line_error(run_cli("study", "evaluate", "empty", env={"SONGHPO_STORAGE": empty_study}),
+                          "no completed feasible trial")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["front.csv"]

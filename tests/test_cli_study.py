@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import tomllib
 from pathlib import Path
 
@@ -12,7 +10,7 @@ import optuna
 import pytest
 
 from hpo.config import EXAMPLE_CONFIG, load_config
-from tests.conftest import run_cli, start_cli, tiny_study_config, write_toml
+from tests.conftest import assert_one_line_error, run_cli, run_python, start_cli, tiny_study_config, write_toml
 
 
 def test_every_study_command_has_help() -> None:
@@ -28,7 +26,7 @@ def test_the_parser_imports_no_heavy_library() -> None:
     code = ("import sys\nfrom hpo.cli.main import build_parser\nbuild_parser()\n"
             "print(','.join(m for m in ('numpy', 'pandas', 'sqlalchemy', 'optuna', 'gensim', 'faiss', 'scipy', "
             "'pydantic', 'plotly') if m in sys.modules))")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    result = run_python(code, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == ""
 
@@ -37,8 +35,7 @@ def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path: Path) -> Non
     empty = f"sqlite:///{tmp_path / 'empty.db'}"
     optuna.storages.RDBStorage(empty).engine.dispose()
     # The read end is closed before the command prints anything: its first write meets a broken pipe.
-    process = subprocess.Popen([sys.executable, "-m", "hpo", "study", "list", "--storage", empty],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = start_cli("study", "list", "--storage", empty)
     assert process.stdout is not None
     process.stdout.close()
     _, err = process.communicate(timeout=60)
@@ -59,16 +56,14 @@ def test_init_writes_the_example_which_validates(tmp_path: Path) -> None:
     assert set(config.search_space) == {"vector_size", "window", "ns_exponent", "negative", "alpha", "epochs", "sample"}
     piped = run_cli("study", "init", "--out", "-", cwd=tmp_path)
     assert piped.returncode == 0 and piped.stdout == EXAMPLE_CONFIG and not (tmp_path / "-").exists()
-    again = run_cli("study", "init", "--out", str(tmp_path / "study.toml"))
-    assert again.returncode == 2 and "already exists" in again.stderr
+    assert_one_line_error(run_cli("study", "init", "--out", str(tmp_path / "study.toml")), "already exists")
 
 
 def test_create_run_status_pareto_list(prepared_synth: Path, tmp_path: Path) -> None:
     storage = f"sqlite:///{tmp_path / 'cli.db'}"
     config = write_toml(tmp_path / "study.toml", tiny_study_config(prepared_synth, storage, trials=4))
     assert run_cli("study", "create", str(config)).returncode == 0
-    duplicate = run_cli("study", "create", str(config))
-    assert duplicate.returncode == 2 and "already exists" in duplicate.stderr
+    assert_one_line_error(run_cli("study", "create", str(config)), "already exists")
     first = run_cli("study", "run", str(config), "--n-trials", "2")
     assert first.returncode == 0, first.stderr
     assert json.loads(first.stdout)["completed"] == 2
@@ -112,9 +107,7 @@ def test_study_errors_are_one_line(tmp_path: Path, args: list[str], fragment: st
     write_toml(tmp_path / "bad.toml", {"name": "b", "dataset": ".", "objectives": ["recall"]})
     optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'x.db'}").engine.dispose()  # an existing, empty storage
     result = run_cli("-q", *[a.replace("{tmp}", str(tmp_path)) for a in args])
-    assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("songhpo: error:") and fragment in lines[0], result.stderr
+    assert_one_line_error(result, fragment)
     assert "s3cret" not in result.stderr  # a storage password is never printed
 
 
@@ -177,14 +170,12 @@ def test_ctrl_c_marks_the_running_trial_and_keeps_the_rest(prepared_synth: Path,
      (["data", "prepare", "{tmp}", "--critical-value", "nan"], "--critical-value nan")],
 )
 def test_bad_numbers_are_one_line_and_write_nothing(tmp_path: Path, args: list[str], fragment: str) -> None:
-    result = run_cli("-q", *[a.replace("{tmp}", str(tmp_path)) for a in args], "--out", str(tmp_path / "out"))
-    assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("songhpo: error:") and fragment in lines[0], result.stderr
+    assert_one_line_error(run_cli("-q", *[a.replace("{tmp}", str(tmp_path)) for a in args], "--out", str(tmp_path / "out")),
+                          fragment)
     assert not (tmp_path / "out").exists()
 
 
 def test_a_mistyped_sqlite_path_is_an_error_not_a_new_database(tmp_path: Path) -> None:
-    result = run_cli("-q", "study", "status", "x", "--storage", f"sqlite:///{tmp_path / 'typo.db'}")
-    assert result.returncode == 2 and "no such SQLite file" in result.stderr
+    assert_one_line_error(run_cli("-q", "study", "status", "x", "--storage", f"sqlite:///{tmp_path / 'typo.db'}"),
+                          "no such SQLite file")
     assert not (tmp_path / "typo.db").exists()

@@ -19,8 +19,7 @@ from hpo.data.dataset import PreparedDataset
 from hpo.data.embeddings_io import align_to_dataset, read_embeddings, write_embeddings
 from metrics.continuation import playlist_continuation
 from storage import results as store
-from storage.db import dispose_engines
-from tests.conftest import run_cli, run_tiny_study
+from tests.conftest import SharedStudy, run_cli
 
 
 def _reference(emb, tokens, offsets, present, seed_size, k):
@@ -204,20 +203,13 @@ def test_eval_json_has_continuation_equal_to_direct_call(prepared_synth: Path, t
     assert "continuation_ndcg" in table.stdout and "continuation_rprecision" in table.stdout
 
 
-def test_study_evaluate_stores_continuation_in_the_snapshot(prepared_synth: Path, tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'study.db'}"
-    try:
-        study, config = run_tiny_study(prepared_synth, url, trials=3)
-        result = run_cli("-q", "study", "evaluate", "tiny", "--storage", url, "--seeds", "1", "--json")
-        assert result.returncode == 0, result.stderr
-        snapshot = store.load_snapshot(url, json.loads(result.stdout)["snapshot_id"])
-        assert snapshot is not None and snapshot["members"]
-        for member in snapshot["members"]:
-            test = member["test"]
-            assert test["continuation_ndcg"]["n"] == 1 and 0.0 < test["continuation_ndcg"]["mean"] <= 1.0
-            assert 0.0 <= test["continuation_rprecision"]["mean"] <= 1.0
-            assert test["continuation_playlists"]["mean"] > 50
-            # Never a validation objective: trials carry no continuation attribute.
-            assert "continuation_ndcg" not in member["validation"]
-    finally:
-        dispose_engines()
+def test_study_evaluate_stores_continuation_in_the_snapshot(evaluated_study: SharedStudy) -> None:
+    snapshot = store.load_latest_snapshot(evaluated_study.storage, "tiny")
+    assert snapshot is not None and snapshot["members"] and snapshot["seeds"] == 2
+    for member in snapshot["members"]:
+        test = member["test"]
+        assert test["continuation_ndcg"]["n"] == 2 and 0.0 < test["continuation_ndcg"]["mean"] <= 1.0
+        assert 0.0 <= test["continuation_rprecision"]["mean"] <= 1.0
+        assert test["continuation_playlists"]["mean"] > 50
+        # Never a validation objective: trials carry no continuation attribute.
+        assert "continuation_ndcg" not in member["validation"]

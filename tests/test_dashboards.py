@@ -30,21 +30,10 @@ from dashboards.pareto import FRONT, INFEASIBLE
 from dashboards.selection import select_configurations
 from hpo.data.dataset import PreparedDataset
 from hpo.trials import baseline_trial, feasible_pareto_front
-from tests.conftest import run_tiny_study, start_cli
+from tests.conftest import SharedStudy, assert_one_line_error, run_cli, run_tiny_study, start_cli
 
 METRIC_COLUMNS = ("ndcg", "ndcg_in", "ndcg_out", "hitrate", "hardneg", "coherence_genre", "coherence_artist",
                   "ch_genre", "ch_artist", "train_seconds")
-
-
-def _study(prepared: Path, storage: str, trials: int) -> optuna.Study:
-    study, config = run_tiny_study(prepared, storage, trials=trials)
-    return study
-
-
-@pytest.fixture(scope="module")
-def sqlite_study(prepared_synth: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[optuna.Study, str]:
-    storage = f"sqlite:///{tmp_path_factory.mktemp('dash') / 'd.db'}"
-    return _study(prepared_synth, storage, 8), storage
 
 
 def _graphs(storage: str) -> dict[str, dict[str, Any]]:
@@ -81,18 +70,18 @@ def _check_prepared(study: optuna.Study, storage: str, prepared: Path) -> None:
     assert table["cells"]["values"][1][0] == f"{baseline.user_attrs['ndcg']:.4g}"
 
 
-def test_prepare_saves_note_and_charts_sqlite(sqlite_study: tuple[optuna.Study, str], prepared_synth: Path) -> None:
-    study, storage = sqlite_study
+def test_prepare_saves_note_and_charts_sqlite(tiny_study: SharedStudy, prepared_synth: Path) -> None:
+    study, storage = tiny_study.study, tiny_study.storage
     _check_prepared(study, storage, prepared_synth)
 
 
 def test_prepare_saves_note_and_charts_postgresql(prepared_synth: Path, postgres_url: str) -> None:
-    study = _study(prepared_synth, postgres_url, 4)
+    study, _ = run_tiny_study(prepared_synth, postgres_url, trials=4)
     _check_prepared(study, postgres_url, prepared_synth)
 
 
-def test_note_keeps_the_users_text_and_is_not_rewritten_needlessly(sqlite_study: tuple[optuna.Study, str]) -> None:
-    study, storage = sqlite_study
+def test_note_keeps_the_users_text_and_is_not_rewritten_needlessly(tiny_study: SharedStudy) -> None:
+    study, storage = tiny_study.study, tiny_study.storage
     prepare_dashboard(study)
     save_note(study, get_note(study) + "\n\nmy own remark: try window 10")
     version = study._storage.get_study_system_attrs(study._study_id)["dashboard:note_ver"]
@@ -109,7 +98,7 @@ def test_note_keeps_the_users_text_and_is_not_rewritten_needlessly(sqlite_study:
     prepare_dashboard(study)
 
 
-def test_note_shows_the_dropped_safeguard_warning(sqlite_study: tuple[optuna.Study, str]) -> None:
+def test_note_shows_the_dropped_safeguard_warning() -> None:
     study = optuna.create_study(directions=["maximize"])
     study.set_metric_names(["ndcg"])
     warning = "HardNeg is unavailable: the dataset has no hard-negative pairs; the safeguard is dropped"
@@ -156,8 +145,8 @@ def stop(process: subprocess.Popen[str], sig: int = signal.SIGINT) -> tuple[str,
     return out, err
 
 
-def test_dashboard_serves_the_study_on_loopback(sqlite_study: tuple[optuna.Study, str]) -> None:
-    study, storage = sqlite_study
+def test_dashboard_serves_the_study_on_loopback(tiny_study: SharedStudy) -> None:
+    study, storage = tiny_study.study, tiny_study.storage
     port = free_port()
     process = start_dashboard(storage, port)
     try:
@@ -187,7 +176,7 @@ def test_dashboard_serves_the_study_on_loopback(sqlite_study: tuple[optuna.Study
 
 def test_dashboard_sigterm_and_password_masking(prepared_synth: Path, postgres_url: str) -> None:
     url = postgres_url.replace("postgres@", "postgres:s3cr3t-pw@")  # trust auth: any password connects
-    _study(prepared_synth, url, 3)
+    run_tiny_study(prepared_synth, url, trials=3)
     port = free_port()
     process = start_dashboard(url, port)
     try:
@@ -199,24 +188,20 @@ def test_dashboard_sigterm_and_password_masking(prepared_synth: Path, postgres_u
     assert "Traceback" not in err
 
 
-def test_dashboard_port_in_use_is_a_one_line_error(sqlite_study: tuple[optuna.Study, str]) -> None:
-    _, storage = sqlite_study
+def test_dashboard_port_in_use_is_a_one_line_error(tiny_study: SharedStudy) -> None:
+    storage = tiny_study.storage
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen(1)
         port = busy.getsockname()[1]
-        process = start_dashboard(storage, port)
-        out, err = process.communicate(timeout=120)
-    assert process.returncode == 2
-    expected = f"songhpo: error: --port {port}: already in use on 127.0.0.1; pass another --port"
-    assert err.strip().splitlines()[-1] == expected
-    assert "Traceback" not in err
+        result = run_cli("dashboard", "--storage", storage, "--port", str(port), timeout=120)
+    assert assert_one_line_error(result, allow_logs=True) == (
+        f"songhpo: error: --port {port}: already in use on 127.0.0.1; pass another --port")
 
 
 def test_dashboard_refuses_a_missing_sqlite_file(tmp_path: Path) -> None:
     missing = tmp_path / "typo.db"
-    process = start_dashboard(f"sqlite:///{missing}", free_port())
-    out, err = process.communicate(timeout=120)
-    assert process.returncode == 2 and out == ""
-    assert err.strip() == f"songhpo: error: --storage sqlite:///{missing}: no such SQLite file '{missing}'"
+    result = run_cli("dashboard", "--storage", f"sqlite:///{missing}", "--port", str(free_port()), timeout=120)
+    assert assert_one_line_error(result) == (
+        f"songhpo: error: --storage sqlite:///{missing}: no such SQLite file '{missing}'")
     assert not missing.exists()

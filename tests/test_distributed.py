@@ -17,17 +17,13 @@ from sqlalchemy.exc import DBAPIError
 from tests.conftest import run_cli, start_cli, tiny_study_config, write_toml
 
 
-def _worker(config: Path, *extra: str) -> subprocess.Popen[str]:
-    return start_cli("study", "run", str(config), *extra)
-
-
 def test_three_workers_share_one_study(prepared_synth: Path, server_url: str, tmp_path: Path) -> None:
     config = write_toml(tmp_path / "study.toml", tiny_study_config(prepared_synth, server_url, trials=9))
     created = run_cli("study", "create", str(config))
     assert created.returncode == 0, created.stderr
     assert json.loads(created.stdout)["storage"] == server_url
     # Each worker may run at most 3 trials, so reaching the budget of 9 needs all three of them.
-    workers = [_worker(config, "--n-trials", "3") for _ in range(3)]
+    workers = [start_cli("study", "run", str(config), "--n-trials", "3") for _ in range(3)]
     reports = []
     for worker in workers:
         out, err = worker.communicate(timeout=300)
@@ -88,7 +84,7 @@ def test_killed_worker_trial_is_retried(prepared_synth: Path, server_url: str, t
     settings = tiny_study_config(prepared_synth, server_url, trials=4)
     settings["search_space"] = {**settings["search_space"], "epochs": 20}  # type: ignore[dict-item]
     config = write_toml(tmp_path / "study.toml", settings)
-    victim = _worker(config)
+    victim = start_cli("study", "run", str(config))
     running = _stop_inside_a_trial(victim, server_url, 1)
     victim.send_signal(signal.SIGKILL)
     victim.wait(timeout=30)
@@ -102,7 +98,7 @@ def test_killed_worker_trial_is_retried(prepared_synth: Path, server_url: str, t
         assert time.monotonic() < deadline, "the killed trial's heartbeat never went stale"
         time.sleep(0.2)
     probe.engine.dispose()
-    survivor = _worker(config)
+    survivor = start_cli("study", "run", str(config))
     out, err = survivor.communicate(timeout=300)
     assert survivor.returncode == 0, err
 

@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import signal
 import subprocess
-import sys
 import threading
 from pathlib import Path
 from types import SimpleNamespace
@@ -33,7 +31,7 @@ from metrics.evaluate import METRIC_KEYS, EvaluationSettings
 from objectives.word2vec import train_word2vec
 from storage import results as store
 from storage.db import create_results_engine, dispose_engines
-from tests.conftest import SERVERS, run_cli, run_tiny_study, server_database, shared_dataset
+from tests.conftest import SERVERS, run_cli, run_tiny_study, server_database, shared_dataset, start_cli
 
 HEADLINE = ("ndcg", "hitrate")
 
@@ -217,9 +215,7 @@ def test_ci_shrinks_with_more_seeds_and_a_killed_evaluation_resumes(tmp_path: Pa
 
     # Kill an 8-seed evaluation right after it logs its first new seed, which it logs once that seed is
     # committed: the event is the log line, and 5 more re-trainings stand between it and the end.
-    env = {**os.environ, "SONGHPO_PROGRESS": "0"}
-    victim = subprocess.Popen([sys.executable, "-m", "hpo", "study", "evaluate", "yes", "--storage", url, "--seeds", str(MANY)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    victim = start_cli("study", "evaluate", "yes", "--storage", url, "--seeds", str(MANY))
     committed = _log_line_event(victim, re.compile(r"trial 0 seed \d+ on test: "))
     assert committed.wait(timeout=300), "the evaluation never logged a committed seed"
     victim.kill()

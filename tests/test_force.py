@@ -79,8 +79,7 @@ def test_study_outputs_never_replace_the_study_or_its_dataset(prepared_synth: Pa
 
 def test_study_init_refuses_a_directory(work: Path, tmp_path: Path) -> None:
     before = _tree(tmp_path)
-    result = run_cli("study", "init", "--out", ".", "--force", cwd=work)
-    assert result.returncode == 2 and result.stderr.strip() == (
+    assert assert_one_line_error(run_cli("study", "init", "--out", ".", "--force", cwd=work)) == (
         "songhpo: error: --out .: is a directory; give a file name such as study.toml")
     assert _tree(tmp_path) == before
 

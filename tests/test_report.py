@@ -7,8 +7,6 @@ import json
 import math
 import os
 import re
-import subprocess
-import sys
 import warnings
 from html import escape as html_escape
 from pathlib import Path
@@ -27,17 +25,9 @@ from dashboards.pareto import BASELINE, FEASIBLE, FRONT, INFEASIBLE, pareto_3d_f
 from dashboards.report import build_report
 from dashboards.selection import BALANCED_RULE, select_configurations
 from hpo.trials import feasible_pareto_front
-from tests.conftest import run_cli, run_tiny_study
+from tests.conftest import SharedStudy, assert_one_line_error, run_cli, run_python, run_tiny_study
 
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-
-
-@pytest.fixture(scope="module")
-def real_study(prepared_synth: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[optuna.Study, str]:
-    """A real 12-trial NSGA-II study on the small synthetic dataset (SQLite)."""
-    storage = f"sqlite:///{tmp_path_factory.mktemp('report') / 'r.db'}"
-    study, config = run_tiny_study(prepared_synth, storage, trials=12)
-    return study, storage
 
 
 # --------------------------------------------------------------------------- independent references
@@ -104,8 +94,8 @@ def crafted() -> optuna.Study:
 # --------------------------------------------------------------------------- Pareto charts
 
 
-def test_pareto_charts_draw_exactly_the_feasible_front(real_study: tuple[optuna.Study, str]) -> None:
-    study, _ = real_study
+def test_pareto_charts_draw_exactly_the_feasible_front(tiny_study: SharedStudy) -> None:
+    study = tiny_study.study
     front = feasible_pareto_front(study)
     expected = brute_front(study)
     assert {t.number for t in front} == expected
@@ -176,8 +166,8 @@ def test_selection_follows_directions_and_falls_back_to_measured_clustering() ->
 # --------------------------------------------------------------------------- side effects and buckets
 
 
-def test_side_effects_are_changes_vs_the_baseline(real_study: tuple[optuna.Study, str]) -> None:
-    study, _ = real_study
+def test_side_effects_are_changes_vs_the_baseline(tiny_study: SharedStudy) -> None:
+    study = tiny_study.study
     report = build_report(study)
     table = report.side_effects
     assert [r.split for r in table.results] == ["validation"] * len(table.results)
@@ -285,8 +275,8 @@ def test_snapshot_gives_test_means_with_intervals(crafted: optuna.Study) -> None
 # --------------------------------------------------------------------------- history, hypervolume, importances
 
 
-def test_history_and_hypervolume_match_independent_computations(real_study: tuple[optuna.Study, str]) -> None:
-    study, _ = real_study
+def test_history_and_hypervolume_match_independent_computations(tiny_study: SharedStudy) -> None:
+    study = tiny_study.study
     report = build_report(study)
     trials = sorted(study.get_trials(states=(TrialState.COMPLETE,)), key=lambda t: t.number)
     history = report.figures["history"]
@@ -376,8 +366,8 @@ def test_parallel_coordinates_values_and_orientation() -> None:
 # --------------------------------------------------------------------------- HTML and CLI
 
 
-def test_report_html_is_one_self_contained_file(real_study: tuple[optuna.Study, str], tmp_path: Path) -> None:
-    study, storage = real_study
+def test_report_html_is_one_self_contained_file(tiny_study: SharedStudy, tmp_path: Path) -> None:
+    study, storage = tiny_study.study, tiny_study.storage
     out = tmp_path / "sub" / "report.html"
     result = run_cli("report", "tiny", "--storage", storage, "--out", str(out))
     assert result.returncode == 0, result.stderr
@@ -421,14 +411,11 @@ def _embedded_figure(html: str, div_id: str) -> list[dict[str, Any]]:
     return data
 
 
-def test_report_cli_errors_are_one_line(real_study: tuple[optuna.Study, str], tmp_path: Path) -> None:
-    _, storage = real_study
-    missing = run_cli("report", "nope", "--storage", storage, "--out", str(tmp_path / "r.html"))
-    assert missing.returncode == 2
-    assert missing.stderr.strip().startswith("songhpo: error: study 'nope' not found") and "Traceback" not in missing.stderr
-    assert len(missing.stderr.strip().splitlines()) == 1
-    directory = run_cli("report", "tiny", "--storage", storage, "--out", str(tmp_path))
-    assert directory.returncode == 2 and "is a directory" in directory.stderr
+def test_report_cli_errors_are_one_line(tiny_study: SharedStudy, tmp_path: Path) -> None:
+    storage = tiny_study.storage
+    missing = assert_one_line_error(run_cli("report", "nope", "--storage", storage, "--out", str(tmp_path / "r.html")))
+    assert missing.startswith("songhpo: error: study 'nope' not found")
+    assert_one_line_error(run_cli("report", "tiny", "--storage", storage, "--out", str(tmp_path)), "is a directory")
     assert not (tmp_path / "r.html").exists()
 
 
@@ -445,13 +432,10 @@ def test_report_on_postgresql_never_prints_the_password(prepared_synth: Path, po
     assert not math.isnan(json.loads(result.stdout)["configurations"]["baseline"])
 
 
-def test_report_uses_the_snapshot_of_the_real_evaluate_command(prepared_synth: Path, tmp_path: Path) -> None:
+def test_report_uses_the_snapshot_of_the_real_evaluate_command(evaluated_study: SharedStudy, tmp_path: Path) -> None:
     from storage.results import load_latest_snapshot
 
-    storage = f"sqlite:///{tmp_path / 'e.db'}"
-    study, config = run_tiny_study(prepared_synth, storage, trials=5)
-    evaluated = run_cli("study", "evaluate", "tiny", "--storage", storage, "--seeds", "2")
-    assert evaluated.returncode == 0, evaluated.stderr
+    study, storage = evaluated_study.study, evaluated_study.storage
     snapshot = load_latest_snapshot(storage, "tiny")
     out = tmp_path / "e.html"
     result = run_cli("report", "tiny", "--storage", storage, "--out", str(out))
@@ -472,13 +456,13 @@ def test_report_uses_the_snapshot_of_the_real_evaluate_command(prepared_synth: P
     assert f"{baseline['mean']:.4g} [{baseline['low']:.4g}, {baseline['high']:.4g}]" in html
 
 
-def test_png_without_an_exporter_is_a_warning(real_study: tuple[optuna.Study, str], tmp_path: Path) -> None:
+def test_png_without_an_exporter_is_a_warning(tiny_study: SharedStudy, tmp_path: Path) -> None:
     # kaleido made unimportable in the child process: the report is still written, PNGs are skipped.
-    _, storage = real_study
+    storage = tiny_study.storage
     code = ("import sys; sys.modules['kaleido'] = None; from hpo.cli.main import main; "
             f"sys.exit(main(['report', 'tiny', '--storage', {storage!r}, '--out', {str(tmp_path / 'r.html')!r}, "
             f"'--png', {str(tmp_path / 'png')!r}]))")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    result = run_python(code)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["png"] is None and (tmp_path / "r.html").is_file()
     warnings_ = [line for line in result.stderr.splitlines() if "--png" in line]

@@ -16,7 +16,7 @@ from scipy import stats
 
 from metrics.false_neighbours import hardneg_at_k, hardneg_counts, hardneg_excess_bound
 from metrics.knn import knn_table
-from tests.conftest import run_cli, run_tiny_study, shared_dataset
+from tests.conftest import SharedStudy, run_cli, run_tiny_study, shared_dataset
 
 # -- per-song counts ----------------------------------------------------------------------------------
 
@@ -171,12 +171,11 @@ def _with_trials(study: optuna.Study, feasible: int, infeasible: int) -> optuna.
 
 
 @pytest.mark.parametrize(("feasible", "infeasible", "warned"), [(3, 3, False), (3, 4, True), (0, 1, True), (1, 0, False)])
-def test_the_infeasibility_warning_at_its_boundary(prepared_synth: Path, tmp_path: Path, feasible: int,
-                                                   infeasible: int, warned: bool) -> None:
+def test_the_infeasibility_warning_at_its_boundary(tiny_study: SharedStudy, feasible: int, infeasible: int,
+                                                   warned: bool) -> None:
     from hpo.trials import infeasibility_warning
 
-    study, _ = run_tiny_study(prepared_synth, f"sqlite:///{tmp_path / 'w.db'}", trials=2)
-    warning = infeasibility_warning(_with_trials(study, feasible, infeasible))  # type: ignore[arg-type]
+    warning = infeasibility_warning(_with_trials(tiny_study.study, feasible, infeasible))
     assert (warning is not None) is warned
     if warned:
         assert f"{infeasible} of {feasible + infeasible} completed trials are infeasible" in warning

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import time
 from pathlib import Path
 
@@ -31,7 +30,7 @@ from hpo.search import (
 )
 from hpo.study import create_study, load_study, open_storage, run_worker
 from objectives.word2vec import GENSIM_DEFAULTS
-from tests.conftest import run_cli, shared_dataset, start_cli, tiny_study_config, write_toml
+from tests.conftest import assert_one_line_error, run_cli, shared_dataset, start_cli, tiny_study_config, write_toml
 
 
 def _config(prepared: Path, storage: str = "sqlite://", **overrides: object):  # type: ignore[no-untyped-def]
@@ -205,10 +204,6 @@ def test_the_sparse_rule_at_its_threshold(prepared_synth: Path, monkeypatch: pyt
 # -- distinct trials on every worker and every resume ------------------------------------------------
 
 
-def _worker(config: Path, *extra: str) -> subprocess.Popen[str]:
-    return start_cli("study", "run", str(config), *extra)
-
-
 @pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def test_concurrent_workers_never_repeat_a_configuration(
     backend: str, prepared_synth: Path, tmp_path: Path, request: pytest.FixtureRequest
@@ -217,7 +212,7 @@ def test_concurrent_workers_never_repeat_a_configuration(
     config = write_toml(tmp_path / "study.toml", tiny_study_config(prepared_synth, storage, trials=16))
     created = run_cli("study", "create", str(config))
     assert created.returncode == 0, created.stderr
-    workers = [_worker(config) for _ in range(4)]
+    workers = [start_cli("study", "run", str(config)) for _ in range(4)]
     reports = []
     for worker in workers:
         out, err = worker.communicate(timeout=600)
@@ -318,7 +313,7 @@ def test_an_interrupted_baseline_is_queued_again_with_the_study_seed(prepared_sy
         settings["search_space"] = {**settings["search_space"], "epochs": epochs}  # type: ignore[dict-item]
         config = write_toml(tmp_path / f"study{epochs}.toml", settings)
         assert run_cli("study", "create", str(config)).returncode == 0
-        worker = _worker(config)
+        worker = start_cli("study", "run", str(config))
         study = optuna.load_study(study_name="tiny", storage=storage)
         deadline = time.monotonic() + 120
         while study.get_trials()[0].state != TrialState.RUNNING and worker.poll() is None:
@@ -394,10 +389,8 @@ def test_joining_with_other_objectives_is_refused_in_one_line(prepared_synth: Pa
     first = write_toml(tmp_path / "a.toml", tiny_study_config(prepared_synth, storage, trials=2))
     assert run_cli("study", "create", str(first)).returncode == 0
     other = write_toml(tmp_path / "b.toml", tiny_study_config(prepared_synth, storage, objectives=["ndcg"]))
-    result = run_cli("study", "run", str(other))
-    assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("songhpo: error: study 'tiny'") and "objectives" in lines[0]
+    line = assert_one_line_error(run_cli("study", "run", str(other)), "objectives")
+    assert line.startswith("songhpo: error: study 'tiny'")
     study = optuna.load_study(study_name="tiny", storage=storage)
     assert not [t for t in study.get_trials() if t.state != TrialState.WAITING]
 

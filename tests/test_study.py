@@ -22,7 +22,7 @@ from hpo.trials import feasible_pareto_front, trial_data
 from objectives.trial import run_configuration
 from objectives.word2vec import GENSIM_DEFAULTS
 from storage.errors import InputError
-from tests.conftest import run_tiny_study, shared_dataset, tiny_study_config
+from tests.conftest import TINY_TRIALS, SharedStudy, run_tiny_study, shared_dataset, tiny_study_config
 
 METRIC_KEYS = ["ndcg", "ndcg_in", "ndcg_out", "hitrate", "hardneg", "hardneg_support", "coherence_genre",
                "coherence_artist", "ch_genre", "ch_artist", "songs_present"]
@@ -33,23 +33,13 @@ def _run(prepared: Path, tmp_path: Path, name: str = "tiny", **overrides: object
     return study
 
 
-@pytest.fixture(scope="module")
-def study_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("study")
-
-
-@pytest.fixture(scope="module")
-def finished_study(prepared_synth: Path, study_dir: Path) -> optuna.Study:
-    return _run(prepared_synth, study_dir)
-
-
-def test_study_records_everything(finished_study: optuna.Study, prepared_synth: Path) -> None:
-    study = finished_study
+def test_study_records_everything(tiny_study: SharedStudy, prepared_synth: Path) -> None:
+    study = tiny_study.study
     assert isinstance(study.sampler, optuna.samplers.NSGAIISampler)
     assert study.metric_names == ["ndcg", "ch_artist", "ch_genre"]
     assert [d.name for d in study.directions] == ["MAXIMIZE"] * 3
     trials = study.get_trials(states=(TrialState.COMPLETE,))
-    assert len(trials) == 6
+    assert len(trials) == TINY_TRIALS
     baseline = trials[0]
     assert baseline.number == 0 and baseline.user_attrs["baseline"] is True
     # Trial 0 is gensim's default for every searched parameter.
@@ -73,14 +63,14 @@ def test_study_records_everything(finished_study: optuna.Study, prepared_synth: 
         assert trial.user_attrs["feasible"] == (trial.constraints["hardneg"] <= 0)
 
 
-def test_trial_metrics_are_reproduced_by_a_fresh_evaluation(finished_study: optuna.Study, prepared_synth: Path) -> None:
+def test_trial_metrics_are_reproduced_by_a_fresh_evaluation(tiny_study: SharedStudy, prepared_synth: Path) -> None:
     from scipy import stats
 
     from objectives.trial import per_song_counts
 
-    trials = finished_study.get_trials(states=(TrialState.COMPLETE,))
+    trials = tiny_study.study.get_trials(states=(TrialState.COMPLETE,))
     trial = trials[2]
-    config = parse_config(finished_study.user_attrs["songhpo_config"], "stored config")
+    config = parse_config(tiny_study.study.user_attrs["songhpo_config"], "stored config")
     data = trial_data(config, PreparedDataset.load(prepared_synth))
     params = {**trial.params, "epochs": 2, "min_count": 1}
     outcome = run_configuration(data, params, seed=trial.user_attrs["seed"])
@@ -98,9 +88,9 @@ def test_trial_metrics_are_reproduced_by_a_fresh_evaluation(finished_study: optu
     assert trial.constraints["hardneg"] == pytest.approx(bound, rel=1e-9)
 
 
-def test_same_seed_same_trials(prepared_synth: Path, tmp_path: Path, finished_study: optuna.Study) -> None:
-    again = _run(prepared_synth, tmp_path)
-    first = finished_study.get_trials()
+def test_same_seed_same_trials(prepared_synth: Path, tmp_path: Path, tiny_study: SharedStudy) -> None:
+    again = _run(prepared_synth, tmp_path, trials=TINY_TRIALS)
+    first = tiny_study.study.get_trials()
     second = again.get_trials()
     assert [t.params for t in first] == [t.params for t in second]
     for a, b in zip(first, second):
@@ -108,10 +98,10 @@ def test_same_seed_same_trials(prepared_synth: Path, tmp_path: Path, finished_st
             assert a.user_attrs[key] == b.user_attrs[key], (a.number, key)
 
 
-def test_infeasible_dominating_trial_is_excluded_from_the_front(finished_study: optuna.Study, tmp_path: Path) -> None:
+def test_infeasible_dominating_trial_is_excluded_from_the_front(tiny_study: SharedStudy, tmp_path: Path) -> None:
     study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'copy.db'}", directions=["maximize"] * 3)
-    study.set_metric_names(finished_study.metric_names)
-    for trial in finished_study.get_trials(states=(TrialState.COMPLETE,)):
+    study.set_metric_names(tiny_study.study.metric_names)
+    for trial in tiny_study.study.get_trials(states=(TrialState.COMPLETE,)):
         study.add_trial(trial)
     best = [max(t.values[i] for t in study.trials) for i in range(3)]
     dominating = optuna.trial.create_trial(
@@ -142,7 +132,7 @@ def test_infeasible_dominating_trial_is_excluded_from_the_front(finished_study: 
     assert sorted(by_name["feasible Pareto front"].dimensions[0]["values"]) == sorted(t.values[0] for t in front)
     assert max(by_name["infeasible (HardNeg safeguard)"].dimensions[0]["values"]) == dominating.values[0]
     # Without the dominating trial, the front would have been the finished study's.
-    assert front_numbers == {t.number for t in feasible_pareto_front(finished_study)}
+    assert front_numbers == {t.number for t in feasible_pareto_front(tiny_study.study)}
 
 
 def test_failing_trial_is_marked_and_the_study_goes_on(prepared_synth: Path, tmp_path: Path) -> None:
@@ -223,25 +213,25 @@ def test_a_config_without_search_space_searches_the_preset(prepared_synth: Path)
     assert merged["window"] == 3 and merged["epochs"].high == 50 and merged["alpha"] == PAPER_SEARCH_SPACE["alpha"]
 
 
-def test_bucket_metrics_match_pairs(finished_study: optuna.Study) -> None:
-    trial = finished_study.best_trials[0]
+def test_bucket_metrics_match_pairs(tiny_study: SharedStudy) -> None:
+    trial = tiny_study.study.best_trials[0]
     buckets = trial.user_attrs["buckets"]
     pairs = np.array(buckets["by_target"]["pairs"])
     assert pairs.sum() == trial.user_attrs["pairs_in"] + trial.user_attrs["pairs_out"]
     assert all(isinstance(e, (int, float)) for e in buckets["edges"])
 
 
-def test_joining_by_name_uses_the_study_heartbeat(finished_study: optuna.Study, study_dir: Path) -> None:
-    stored = finished_study.user_attrs["songhpo_config"]
+def test_joining_by_name_uses_the_study_heartbeat(tiny_study: SharedStudy) -> None:
+    stored = tiny_study.study.user_attrs["songhpo_config"]
     # The storage URL (it may hold a password) is never stored where optuna-dashboard would show it.
-    assert "storage" not in stored and "tiny.db" not in repr(stored)
-    study, loaded = load_study("tiny", f"sqlite:///{study_dir / 'tiny.db'}")
+    assert "storage" not in stored and tiny_study.path.name not in repr(stored)
+    study, loaded = load_study("tiny", tiny_study.storage)
     assert loaded.heartbeat.interval == 1 and loaded.heartbeat.grace_period == 4
     assert study._storage.get_heartbeat_interval() == 1  # what the worker's heartbeat thread uses
     assert isinstance(study.sampler, optuna.samplers.NSGAIISampler) and study.sampler._population_size == 4
 
 
-def test_a_joiner_waits_until_the_study_is_fully_created(finished_study: optuna.Study, study_dir: Path,
+def test_a_joiner_waits_until_the_study_is_fully_created(tiny_study: SharedStudy, tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     import threading
     import time
@@ -251,7 +241,7 @@ def test_a_joiner_waits_until_the_study_is_fully_created(finished_study: optuna.
     from hpo.study import READY_ATTR
     from hpo.trials import CONFIG_ATTR, SAFEGUARD_ATTR
 
-    url = f"sqlite:///{study_dir / 'late.db'}"
+    url = f"sqlite:///{tmp_path / 'late.db'}"
     # A study whose creator has written the Optuna row but not yet its songhpo attributes.
     half = optuna.create_study(study_name="late", storage=url, directions=["maximize"] * 3)
     # The event: load_study has looked at the half-created study twice and gone back to waiting each time.
@@ -272,7 +262,7 @@ def test_a_joiner_waits_until_the_study_is_fully_created(finished_study: optuna.
     assert waited_twice.wait(timeout=60)
     assert joiner.is_alive() and not joined  # still waiting: it did not fail, nor run without the config
     for key in (CONFIG_ATTR, SAFEGUARD_ATTR, "dataset_fingerprint"):
-        half.set_user_attr(key, finished_study.user_attrs[key])
+        half.set_user_attr(key, tiny_study.study.user_attrs[key])
     half.set_user_attr(READY_ATTR, True)
     joiner.join(timeout=30)
     study, config = joined["result"]  # type: ignore[misc]
