@@ -6,6 +6,9 @@ queries a database. Statistics:
 - every test value is the mean over the seeds with a two-sided 95% Student-t interval;
 - a change vs the baseline is the difference of means with a 95% Welch interval (configuration seeds
   and baseline seeds are independent re-trainings), and is *significant* when that interval excludes 0;
+- a configuration whose test runs are the baseline's own (a mode that chose the baseline: same parameters,
+  same seeds) differs from it by exactly 0, interval [0, 0]; claims leave such a mode out, and a claim left
+  with nothing to compare is *not testable* (the budget was too small), never "not supported";
 - a popularity trend is the Spearman correlation between decile index and mean NDCG over the deciles
   whose songs all have at least gensim's ``min_count`` training plays (rarer songs have no vector).
 
@@ -38,7 +41,9 @@ __all__ = [
     "difference_interval",
     "mean_interval",
     "claim_verdicts",
+    "compare",
     "render_markdown",
+    "same_runs",
     "write_results_page",
 ]
 
@@ -122,6 +127,26 @@ def difference_interval(a: Sequence[Any], b: Sequence[Any], level: float = LEVEL
         warnings.filterwarnings("ignore", "Precision loss occurred", RuntimeWarning)
         ci = stats.ttest_ind(xs, ys, equal_var=False).confidence_interval(level)
     return Difference(delta, float(ci.low), float(ci.high), relative)
+
+
+def same_runs(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
+    """Whether two configurations' test runs are the same trainings: the same Word2Vec parameters, training
+    fraction and seeds (say, a mode that chose its study's baseline, compared with the baseline). Their
+    difference is exactly 0, not a Welch interval around it."""
+    runs_a, runs_b = a.get("test_runs") or [], b.get("test_runs") or []
+    return (bool(runs_a) and a.get("params") == b.get("params") and a.get("fraction") == b.get("fraction")
+            and [r.get("seed") for r in runs_a] == [r.get("seed") for r in runs_b])
+
+
+def compare(a: Mapping[str, Any], b: Mapping[str, Any], metric: str, level: float = LEVEL) -> Difference:
+    """``metric`` of configuration ``a`` minus that of ``b`` over their test runs: the Welch interval of
+    :func:`difference_interval`, or exactly ``[0, 0]`` when both are the same runs (:func:`same_runs`)."""
+    if same_runs(a, b):
+        values = _finite(_seed_values(b, metric))
+        if not values:
+            return Difference(None, None, None, None)
+        return Difference(0.0, 0.0, 0.0, 0.0 if math.fsum(values) != 0 else None)
+    return difference_interval(_seed_values(a, metric), _seed_values(b, metric), level)
 
 
 def _better(metric: str, diff: Difference) -> bool:
@@ -216,8 +241,26 @@ def _changes(document: Mapping[str, Any]) -> dict[str, dict[str, Difference]]:
     baseline = main.get("baseline")
     if baseline is None:
         return {}
-    return {label: {m: difference_interval(_seed_values(c, m), _seed_values(baseline, m)) for m in TABLE_METRICS}
+    return {label: {m: compare(c, baseline, m) for m in TABLE_METRICS}
             for label, c in main.items() if label != "baseline"}
+
+
+def _chose_baseline(document: Mapping[str, Any]) -> list[str]:
+    """Main configurations (baseline aside) that are the baseline itself: their search found nothing better
+    on validation, so they test nothing (:func:`same_runs`)."""
+    main = _main_configurations(document)
+    baseline = main.get("baseline")
+    return [] if baseline is None else [label for label, c in main.items()
+                                        if label != "baseline" and same_runs(c, baseline)]
+
+
+def _budget_note(document: Mapping[str, Any], labels: Sequence[str]) -> str:
+    """Why a claim cannot be tested when the configurations it needs are the baseline."""
+    trials = document["settings"].get("trials")
+    which = ", ".join(labels)
+    return (f"{which} chose the baseline (gensim's defaults): no trial beat it on validation within the budget of "
+            f"{trials} trials, so there is no tuned configuration to compare; the budget was too small "
+            "(raise --trials)")
 
 
 def _eligible_deciles(document: Mapping[str, Any]) -> list[int]:
@@ -269,23 +312,34 @@ def claim_verdicts(document: Mapping[str, Any]) -> list[Verdict]:
     changes = _changes(document)
     verdicts = []
     core = [m for m in CORE_METRICS if _available(document, m)]
+    # A mode that chose the baseline tuned nothing: it is left out of every claim (a budget too small to beat
+    # gensim's defaults is not evidence against a claim), and a claim left with nothing is not testable.
+    untuned = _chose_baseline(document)
+    tuned = {label: diffs for label, diffs in changes.items() if label not in untuned}
 
     # 1. single-objective tuning hurts unoptimised metrics
+    single = [mode for mode in ("ndcg", "clustering") if mode in changes]
     hurt: dict[str, list[str]] = {}
-    for mode in ("ndcg", "clustering"):
-        if mode in changes:
+    for mode in single:
+        if mode in tuned:
             optimised = set(_objectives(document, mode))
             hurt[mode] = [m for m in core if m not in optimised and _worse(m, changes[mode][m])]
     rule1 = ("each single-objective configuration is compared with the baseline on every unoptimised core metric "
              f"({', '.join(core)}); supported when both single-objective modes make at least one significantly "
              "worse")
-    if not hurt:
+    if not single:
         verdicts.append(Verdict("side_effects", "Single-objective tuning hurts unoptimised metrics", rule1, "not testable",
                                 "no single-objective mode was run"))
+    elif not hurt:
+        verdicts.append(Verdict("side_effects", "Single-objective tuning hurts unoptimised metrics", rule1, "not testable",
+                                _budget_note(document, single)))
     else:
         evidence = "; ".join(
             f"{mode}: " + (", ".join(f"{m} {_change(m, changes[mode][m])}" for m in worse) or "nothing significantly worse")
             for mode, worse in hurt.items())
+        skipped = [mode for mode in single if mode not in hurt]
+        if skipped:
+            evidence += f"; {_budget_note(document, skipped)}"
         n_hurt = sum(bool(w) for w in hurt.values())
         verdict = "supported" if n_hurt == len(hurt) == 2 else "partly supported" if n_hurt else "not supported"
         verdicts.append(Verdict("side_effects", "Single-objective tuning hurts unoptimised metrics", rule1, verdict, evidence))
@@ -294,7 +348,7 @@ def claim_verdicts(document: Mapping[str, Any]) -> list[Verdict]:
     rule2 = ("a multi-objective balanced compromise (random search or NSGA-II, with or without the safeguard) must "
              "significantly improve at least one of its objectives and make fewer core metrics significantly worse "
              "than each single-objective configuration")
-    multi = [label for label in MULTI_LABELS if label in changes]
+    multi = [label for label in MULTI_LABELS if label in tuned]
     if multi and hurt:
         so_worse = {mode: sum(_worse(m, changes[mode][m]) for m in core) for mode in hurt}
         parts, outcomes = [], []
@@ -312,8 +366,10 @@ def claim_verdicts(document: Mapping[str, Any]) -> list[Verdict]:
         verdicts.append(Verdict("mitigation", "Multi-objective optimisation mitigates those side effects", rule2,
                                 verdict, evidence))
     else:
+        needed = [label for label in (*MULTI_LABELS, *single) if label in changes and label not in tuned]
         verdicts.append(Verdict("mitigation", "Multi-objective optimisation mitigates those side effects", rule2, "not testable",
-                                "needs the nsga2 mode and a single-objective mode"))
+                                _budget_note(document, needed) if needed
+                                else "needs the nsga2 mode and a single-objective mode"))
 
     # 3a. next-song quality anti-correlated with popularity (baseline)
     rule3 = ("baseline test NDCG@K by target-song popularity decile, over the deciles whose songs all have at least "
@@ -351,11 +407,12 @@ def claim_verdicts(document: Mapping[str, Any]) -> list[Verdict]:
                   "the disparity difference excludes 0 in that direction); supported when a multi-objective compromise "
                   "rebalances, partly when a single-objective configuration does")
         base_disp = _popularity_disparity(matrix)
-        parts, rebalanced = [], []
+        parts, rebalanced, compared = [], [], 0
         for label, config in main.items():
             other = _bucket_matrix(config)
-            if label == "baseline" or other is None:
+            if label == "baseline" or label in untuned or other is None:
                 continue
+            compared += 1
             disp = _popularity_disparity(other[:, eligible])
             diff = difference_interval(disp, base_disp)
             shrinks = diff.significant and abs(np.mean(disp)) < abs(np.mean(base_disp))
@@ -363,8 +420,9 @@ def claim_verdicts(document: Mapping[str, Any]) -> list[Verdict]:
                 rebalanced.append(label)
             parts.append(f"{label}: {_num(float(np.mean(disp)), 3)} (Δ {_num(diff.delta, 3)} "
                          f"[{_num(diff.low, 3)}, {_num(diff.high, 3)}])")
-        evidence = f"baseline disparity {_num(float(np.mean(base_disp)), 3)}; " + "; ".join(parts)
-        verdict = ("supported" if set(rebalanced) & set(MULTI_LABELS)
+        evidence = "; ".join([f"baseline disparity {_num(float(np.mean(base_disp)), 3)}", *parts,
+                              *([_budget_note(document, untuned)] if untuned else [])])
+        verdict = ("not testable" if not compared and untuned else "supported" if set(rebalanced) & set(MULTI_LABELS)
                    else "partly supported" if rebalanced else "not supported")
         verdicts.append(Verdict("rebalancing", "Tuning rebalances quality across popularity levels", rule3b, verdict, evidence))
 
@@ -372,16 +430,21 @@ def claim_verdicts(document: Mapping[str, Any]) -> list[Verdict]:
     rule4 = ("playlist continuation (R-precision and NDCG@K on held-out test playlists, never optimised): supported "
              "when a multi-objective compromise improves at least one significantly and worsens none; partly when a "
              "single-objective configuration does")
-    if changes and _available(document, DOWNSTREAM[0]):
-        good = {label: [m for m in DOWNSTREAM if _better(m, d[m])] for label, d in changes.items()}
-        bad = {label: [m for m in DOWNSTREAM if _worse(m, d[m])] for label, d in changes.items()}
-        winners = [label for label in changes if good[label] and not bad[label]]
+    if tuned and _available(document, DOWNSTREAM[0]):
+        good = {label: [m for m in DOWNSTREAM if _better(m, d[m])] for label, d in tuned.items()}
+        bad = {label: [m for m in DOWNSTREAM if _worse(m, d[m])] for label, d in tuned.items()}
+        winners = [label for label in tuned if good[label] and not bad[label]]
         evidence = "; ".join(f"{label}: " + ", ".join(f"{m.removeprefix('continuation_')} {_change(m, d[m])}"
-                                                     for m in DOWNSTREAM) for label, d in changes.items())
+                                                     for m in DOWNSTREAM) for label, d in tuned.items())
+        if untuned:
+            evidence += f"; {_budget_note(document, untuned)}"
         verdict = ("supported" if set(winners) & set(MULTI_LABELS)
                    else "partly supported" if winners else "not supported")
         verdicts.append(Verdict("downstream", "Benefits reach a downstream task (playlist continuation)", rule4, verdict,
                                 evidence))
+    elif changes and _available(document, DOWNSTREAM[0]):
+        verdicts.append(Verdict("downstream", "Benefits reach a downstream task (playlist continuation)", rule4,
+                                "not testable", _budget_note(document, untuned)))
     else:
         verdicts.append(Verdict("downstream", "Benefits reach a downstream task (playlist continuation)", rule4, "not testable",
                                 "no continuation scores"))
@@ -391,13 +454,22 @@ def claim_verdicts(document: Mapping[str, Any]) -> list[Verdict]:
              "training sequences is significantly above the one at the smallest, and its gain over the same-scale "
              "baseline is larger there; supported when some mode shows both, partly when it shows the first only")
     series = {base: points for base in SCALE_BASES if len(points := _scale_points(document, base)) >= 2}
-    if series:
+    # The claim is about the configurations tuned on the most data: a series whose largest study chose its
+    # baseline tuned nothing there.
+    untested = [f"{base} at {points[-1]['fraction'] * 100:g}%" for base, points in series.items()
+                if same_runs(points[-1]["tuned"], points[-1]["baseline"])]
+    series = {base: points for base, points in series.items()
+              if not same_runs(points[-1]["tuned"], points[-1]["baseline"])}
+    if untested and not series:
+        verdicts.append(Verdict("scale", "More training data allows better configurations", rule5, "not testable",
+                                _budget_note(document, untested)))
+    elif series:
         parts, outcomes = [], []
         for base, points in series.items():
             small, full = points[0], points[-1]
-            absolute = difference_interval(_seed_values(full["tuned"], "ndcg"), _seed_values(small["tuned"], "ndcg"))
-            gain_full = difference_interval(_seed_values(full["tuned"], "ndcg"), _seed_values(full["baseline"], "ndcg"))
-            gain_small = difference_interval(_seed_values(small["tuned"], "ndcg"), _seed_values(small["baseline"], "ndcg"))
+            absolute = compare(full["tuned"], small["tuned"], "ndcg")
+            gain_full = compare(full["tuned"], full["baseline"], "ndcg")
+            gain_small = compare(small["tuned"], small["baseline"], "ndcg")
             better = absolute.significant and absolute.delta > 0  # type: ignore[operator]
             outcomes.append((better, (gain_full.delta or 0.0) > (gain_small.delta or 0.0)))
             parts.append(
@@ -409,7 +481,7 @@ def claim_verdicts(document: Mapping[str, Any]) -> list[Verdict]:
         verdict = ("supported" if any(b and g for b, g in outcomes)
                    else "partly supported" if any(b for b, _ in outcomes) else "not supported")
         verdicts.append(Verdict("scale", "More training data allows better configurations", rule5, verdict,
-                                "; ".join(parts)))
+                                "; ".join([*parts, *([_budget_note(document, untested)] if untested else [])])))
     else:
         verdicts.append(Verdict("scale", "More training data allows better configurations", rule5, "not testable",
                                 "the scale study needs at least two fractions"))
@@ -559,7 +631,11 @@ def render_markdown(document: Mapping[str, Any], *, title: str, commands: Sequen
         rows.append(cells)
     out.append(_table(["configuration", "trial", *[_metric_title(m, k) for m in headline]], rows))
     out += ["", "How each configuration was chosen (on validation only):", ""]
-    out += [f"- **{label}** ({c['study']}, trial {c['trial']}): {c['rule']}." for label, c in main.items()]
+    untuned = _chose_baseline(document)
+    out += [f"- **{label}** ({c['study']}, trial {c['trial']}): {c['rule']}."
+            + (" That is the baseline's configuration: nothing beat gensim's defaults on validation within the "
+               "budget, so its changes are exactly 0 and the claims leave it out." if label in untuned else "")
+            for label, c in main.items()]
 
     out += ["", "## Side effects: every metric, every mode (test split, change vs baseline)", ""]
     labels = [label for label in main if label != "baseline"]
@@ -639,7 +715,7 @@ def render_markdown(document: Mapping[str, Any], *, title: str, commands: Sequen
             for p in points:
                 s = p["study"]
                 tuned, baseline = p["tuned"], p["baseline"]
-                gain = difference_interval(_seed_values(tuned, "ndcg"), _seed_values(baseline, "ndcg"))
+                gain = compare(tuned, baseline, "ndcg")
                 best = ", ".join(f"{m} {_num(v)}" for m, v in s["best_validation"].items())
                 rows.append([base, f"{p['fraction'] * 100:g}%", str(s["training_sequences"]), best,
                              _ci(mean_interval(_seed_values(tuned, "ndcg"))),

@@ -28,6 +28,7 @@ from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 from plotly.subplots import make_subplots
 
+from dashboards._layout import set_title, wrap
 from dashboards.selection import SelectedConfiguration, is_feasible, merge_same_trials
 from hpo.config import METRIC_DIRECTIONS
 
@@ -203,6 +204,13 @@ def _value_text(value: Estimate) -> str:
     return f"{_fmt(value.mean)} [{_fmt(value.low)}, {_fmt(value.high)}]"
 
 
+def _value_lines(value: Estimate) -> str:
+    """:func:`_value_text` on two lines, the interval's bounds to 3 significant digits (table figure cells)."""
+    if value.mean is None or value.low is None or value.high is None:
+        return _value_text(value)
+    return f"{_fmt(value.mean)}<br>[{_fmt(value.low, 3)}, {_fmt(value.high, 3)}]"
+
+
 def _delta_text(cell: SideEffectCell) -> str:
     if cell.delta is None:
         return ""
@@ -229,22 +237,48 @@ def side_effects_html(table: SideEffects) -> str:
     return "\n".join(lines)
 
 
+#: Longest line of a side-effects table header cell, in characters (a column of a 600 px dashboard card).
+HEADER_CHARS = 18
+#: Font size of the side-effects table figure, and the height of one line of its cells, in px.
+TABLE_FONT = 11
+HEADER_LINE_PX = 15
+
+
+def _header_title(result: ConfigurationResult) -> str:
+    """A column header of the table figure: one line per role (``a = b`` names a trial chosen twice) and
+    lines of at most :data:`HEADER_CHARS` characters; a plotly table cell never wraps by itself."""
+    label = result.config.label.replace(" = ", "<br>")
+    return wrap(f"{label}<br>trial {result.config.trial.number}, {result.split}", HEADER_CHARS)
+
+
 def side_effects_figure(study: optuna.Study, table: SideEffects) -> go.Figure:
-    """The table as a plotly Table figure (for optuna-dashboard, which shows plotly figures only)."""
-    header = ["metric", *(_column_title(r) for r in table.results)]
-    columns: list[list[str]] = [[f"{r.metric} ({'↑' if r.direction == 'maximize' else '↓'})" for r in table.rows]]
+    """The table as a plotly Table figure (for optuna-dashboard, which shows plotly figures only).
+
+    Header cells are wrapped (:func:`_header_title`) and the header row is as tall as its longest cell,
+    so nothing of it is cut, in the dashboard's card or in the report's PNG.
+    """
+    header = ["metric", *(_header_title(r) for r in table.results)]
+    header_lines = max(h.count("<br>") + 1 for h in header)
+    columns: list[list[str]] = [[wrap(f"{r.metric} ({'↑' if r.direction == 'maximize' else '↓'})", HEADER_CHARS - 2)
+                                 for r in table.rows]]
     fills: list[list[str]] = [["#ffffff"] * len(table.rows)]
     for j in range(len(table.results)):
         cells = [r.cells[j] for r in table.rows]
-        columns.append([_value_text(c.value) + ("" if c.delta is None else f"<br>{_delta_text(c)}") for c in cells])
+        # One line each for the value, its interval and the change: five columns fit a 600 px dashboard card.
+        columns.append([_value_lines(c.value) + ("" if c.delta is None else f"<br>{_delta_text(c)}") for c in cells])
         fills.append([{"better": _BETTER, "worse": _WORSE}.get(c.verdict or "", "#ffffff") for c in cells])
+    header_height = HEADER_LINE_PX * header_lines + 12
+    lines = max((cell.count("<br>") + 1 for column in columns for cell in column), default=1)
     figure = go.Figure(go.Table(
-        header={"values": header, "fill_color": "#eeeeee", "align": "left"},
-        cells={"values": columns, "fill_color": fills, "align": "left", "height": 34}))
-    figure.update_layout(
-        title=f"{study.study_name}: side effects - every metric vs the baseline (green better, red worse)",
-        height=180 + 52 * len(table.rows), template="plotly_white")
-    return figure
+        columnwidth=[1.15] + [1.2] * len(table.results),
+        header={"values": header, "fill_color": "#eeeeee", "align": "left", "height": header_height,
+                "font": {"size": TABLE_FONT}},
+        cells={"values": columns, "fill_color": fills, "align": "left", "height": HEADER_LINE_PX * lines + 10,
+               "font": {"size": TABLE_FONT}}))
+    figure.update_layout(height=60 + header_height + (HEADER_LINE_PX * lines + 10) * len(table.rows),
+                         template="plotly_white", margin={"l": 2, "r": 2, "b": 10})
+    return set_title(figure, f"{study.study_name}: side effects - every metric vs the baseline "
+                             "(green better, red worse)")
 
 
 # --------------------------------------------------------------------------- popularity buckets
@@ -303,10 +337,10 @@ def bucket_figure(study: optuna.Study, results: Sequence[ConfigurationResult]) -
     figure.update_yaxes(title_text=f"HitRate@{k}", row=1, col=1)
     figure.update_yaxes(title_text=f"NDCG@{k}", row=1, col=2)
     # Legend under the panels: the dashboard shows charts at half width, where a side legend crowds them.
-    figure.update_layout(title=f"{study.study_name}: next-song quality by target popularity ({note})",
-                         template="plotly_white", height=640, margin={"b": 210},
+    figure.update_layout(template="plotly_white", height=640, margin={"b": 210},
                          legend={"orientation": "h", "x": 0, "y": -0.42, "yanchor": "top"})
-    return figure
+    return set_title(figure, f"{study.study_name}: next-song quality by target popularity ({note})",
+                     extra=SUBPLOT_TITLE_PX)
 
 
 # --------------------------------------------------------------------------- history and hypervolume
@@ -362,9 +396,8 @@ def history_figure(study: optuna.Study) -> go.Figure | None:
             figure.add_hline(y=baseline.values[i], line_dash="dot", line_color="#000000", row=row, col=1, **label)
         figure.update_yaxes(title_text=name, row=row, col=1)
     figure.update_xaxes(title_text="trial", row=len(names), col=1)
-    figure.update_layout(title=f"{study.study_name}: optimisation history", template="plotly_white",
-                         height=260 * len(names) + 120)
-    return figure
+    figure.update_layout(template="plotly_white", height=260 * len(names) + 120)
+    return set_title(figure, f"{study.study_name}: optimisation history", extra=SUBPLOT_TITLE_PX)
 
 
 def hypervolume_reference(study: optuna.Study, margin: float = 0.01) -> list[float] | None:
@@ -393,9 +426,8 @@ def hypervolume_figure(study: optuna.Study) -> go.Figure | None:
         return None
     figure = optuna.visualization.plot_hypervolume_history(study, reference)
     point = ", ".join(f"{n}={v:.4g}" for n, v in zip(_names(study), reference))
-    figure.update_layout(title=f"{study.study_name}: hypervolume of the feasible trials (reference point {point})",
-                         template="plotly_white")
-    return figure
+    figure.update_layout(template="plotly_white")
+    return set_title(figure, f"{study.study_name}: hypervolume of the feasible trials (reference point {point})")
 
 
 # --------------------------------------------------------------------------- importances
@@ -464,11 +496,10 @@ def importance_figure(study: optuna.Study) -> go.Figure | None:
                           "rho (oriented, >0 = raising it helps): %{customdata[0]}<extra></extra>",
         ), row=1, col=i + 1)
         figure.update_xaxes(title_text="importance (PED-ANOVA)", row=1, col=i + 1)
-    figure.update_layout(
-        title=f"{study.study_name}: parameter importances per objective "
-              "(green/+: raising the parameter improves the objective, red/-: it worsens it)",
-        template="plotly_white", height=420)
-    return figure
+    figure.update_layout(template="plotly_white", height=420)
+    return set_title(figure, f"{study.study_name}: parameter importances per objective "
+                             "(green/+: raising the parameter improves the objective, red/-: it worsens it)",
+                     extra=SUBPLOT_TITLE_PX)
 
 
 # --------------------------------------------------------------------------- parallel coordinates
@@ -507,12 +538,16 @@ def parallel_figure(study: optuna.Study) -> go.Figure | None:
         line={"color": [t.values[0] for t in trials], "colorscale": "Viridis", "reversescale": not maximise[0],
               "showscale": True, "colorbar": {"title": {"text": f"{names[0]}<br>(yellow = better)"}}},
     ))
-    figure.update_layout(title=f"{study.study_name}: parallel coordinates of completed trials", height=500,
-                         template="plotly_white")
-    return figure
+    figure.update_layout(height=500, template="plotly_white")
+    # The dimension labels stand above the axes, inside the top margin.
+    return set_title(figure, f"{study.study_name}: parallel coordinates of completed trials", extra=40)
 
 
 # --------------------------------------------------------------------------- helpers
+
+#: Room for subplot titles between a figure's title and its panels, in px.
+SUBPLOT_TITLE_PX = 30
+
 
 
 def evaluation_k(study: optuna.Study) -> Any:

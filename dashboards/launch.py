@@ -17,6 +17,7 @@ import socket
 import sys
 import threading
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, TextIO
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
@@ -95,12 +96,25 @@ def study_note(study: optuna.Study, snapshot: Mapping[str, Any] | None = None) -
                      "the bucket and side-effects charts show its test means with 95% intervals.")
     else:
         lines.append("**Test snapshot**: none yet (`songhpo study evaluate`); charts show validation values.")
+    lines += ["", _vectors_line(config)]
     charts = (f"Feasible Pareto front: {len(feasible_pareto_front(study))} trials. On the study page, use the chart "
               "*feasible Pareto front (HardNeg safeguard applied)*: the dashboard's built-in Pareto-front plot "
               "ignores the constraint and can show infeasible trials. The popularity-bucket and side-effects "
               "charts are there too.")
     lines += ["", charts, "", NOTE_END]
     return "\n".join(lines)
+
+
+def _vectors_line(config: Mapping[str, Any]) -> str:
+    """Where the trial vectors are (the study config's ``[artifacts]``) and how to get them."""
+    policy = (config.get("artifacts") or {}).get("policy", "front")
+    kept = {"front": "the baseline and the feasible Pareto-front trials", "all": "every completed trial"}.get(policy)
+    if kept is None:
+        return ("**Trial vectors**: not kept (artifacts policy `none`); `songhpo export NAME --trial N` re-trains "
+                "a trial exactly.")
+    return (f"**Trial vectors**: kept for {kept} (artifacts policy `{policy}`): download `<study>-trial<N>.npy` "
+            "and `.vocab.txt` from the trial's *Artifacts* card, or run `songhpo export NAME --trial N --out FILE` "
+            "(any trial; one without stored vectors is re-trained exactly).")
 
 
 def _cell(value: Any) -> str:
@@ -165,8 +179,39 @@ def songhpo_studies(storage: optuna.storages.BaseStorage) -> list[str]:
                   if CONFIG_ATTR in s.user_attrs)
 
 
-def serve_dashboard(storage_url: str, *, host: str = "127.0.0.1", port: int = 8080, out: TextIO | None = None) -> None:
+def dashboard_artifact_store(storage_url: str, names: list[str], storage: optuna.storages.BaseStorage,
+                             artifact_dir: str | Path | None = None) -> Any:
+    """The ``optuna.artifacts`` store optuna-dashboard serves trial vectors from: ``artifact_dir`` when given,
+    else the artifact directories of the songhpo studies ``names`` (:func:`hpo.artifacts.artifact_dir`), read
+    as one; ``None`` when there is none (a server storage whose studies name no directory)."""
+    from hpo.artifacts import artifact_dir as study_artifact_dir
+    from hpo.artifacts import open_store
+    from hpo.study import stored_config
+
+    if artifact_dir is not None:
+        if not Path(artifact_dir).is_dir():
+            raise InputError(f"--artifact-dir {artifact_dir}: no such directory")
+        return open_store([Path(artifact_dir)])
+    directories = []
+    for name in names:
+        summary = optuna.load_study(study_name=name, storage=storage)
+        try:
+            config = stored_config(summary.user_attrs[CONFIG_ATTR], storage_url, f"study {name!r}")
+        except InputError as exc:
+            _log.warning("study %s: its trial vectors are not served (%s)", name, exc)
+            continue
+        directory = study_artifact_dir(config)
+        if directory is not None:
+            directories.append(directory)
+    return open_store(directories)
+
+
+def serve_dashboard(storage_url: str, *, host: str = "127.0.0.1", port: int = 8080, out: TextIO | None = None,
+                    artifact_dir: str | Path | None = None) -> None:
     """Prepare every songhpo study of the storage, then serve optuna-dashboard until Ctrl-C or SIGTERM.
+
+    Trial vectors kept as Optuna artifacts (:mod:`hpo.artifacts`) are served from the studies' artifact
+    directories (or ``artifact_dir``), so each kept trial's page offers them for download.
 
     The server is optuna-dashboard's WSGI app (:func:`optuna_dashboard.wsgi`, what ``run_server`` runs)
     on a wsgiref server running in a thread, so a signal stops it cleanly even in the middle of a
@@ -180,6 +225,8 @@ def serve_dashboard(storage_url: str, *, host: str = "127.0.0.1", port: int = 80
     out = out or sys.stdout
     if not 0 < port < 65536:
         raise InputError(f"--port {port}: expected a TCP port in 1..65535")
+    if artifact_dir is not None and not Path(artifact_dir).is_dir():
+        raise InputError(f"--artifact-dir {artifact_dir}: no such directory")
     require_sqlite_file(storage_url)
     storage = open_storage_url(storage_url)
     names = songhpo_studies(storage)
@@ -191,7 +238,10 @@ def serve_dashboard(storage_url: str, *, host: str = "127.0.0.1", port: int = 80
         _log.warning("no songhpo study in %s yet; the dashboard shows the storage as it is", safe_url(storage_url))
     if host not in ("127.0.0.1", "localhost", "::1"):
         _log.warning("the dashboard listens on %s without authentication: anyone who reaches it can edit studies", host)
-    server = _make_server(host, port, wsgi(storage))
+    store = dashboard_artifact_store(storage_url, names, storage, artifact_dir)
+    if store is None:
+        _log.info("no artifact directory: trial vectors cannot be downloaded from the dashboard (songhpo export)")
+    server = _make_server(host, port, wsgi(storage, artifact_store=store))
     stop = threading.Event()
     previous = _on_signals(stop)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, name="dashboard", daemon=True)
@@ -243,5 +293,5 @@ def _on_signals(stop: threading.Event) -> dict[int, Any]:
     return {signum: signal.signal(signum, handler) for signum in (signal.SIGINT, signal.SIGTERM)}
 
 
-__all__ = ["BUCKETS_GRAPH_ID", "PARETO_GRAPH_ID", "SIDE_EFFECTS_GRAPH_ID", "merge_note", "prepare_dashboard",
-           "serve_dashboard", "songhpo_studies", "study_note"]
+__all__ = ["BUCKETS_GRAPH_ID", "PARETO_GRAPH_ID", "SIDE_EFFECTS_GRAPH_ID", "dashboard_artifact_store", "merge_note",
+           "prepare_dashboard", "serve_dashboard", "songhpo_studies", "study_note"]

@@ -15,6 +15,7 @@ import optuna
 import plotly.graph_objects as go
 from optuna.trial import FrozenTrial, TrialState
 
+from dashboards._layout import set_title, wrap
 from dashboards.selection import is_feasible
 
 PARETO_GRAPH_ID = "songhpo-feasible-pareto"
@@ -28,8 +29,11 @@ _STYLE = {
     INFEASIBLE: {"color": "#bdbdbd", "size": 7, "symbol": "x"},
     BASELINE: {"color": "#000000", "size": 14, "symbol": "star"},
 }
-# Scatter3d knows fewer marker symbols than 2-D scatter.
-_SYMBOL_3D = {"circle": "circle", "x": "x", "star": "diamond"}
+# Scatter3d knows fewer marker symbols than 2-D scatter, and draws its "x" as an emoji that most fonts lack
+# (an empty box): infeasible trials are crosses there (dashboards._layout.SYMBOLS_3D).
+_SYMBOL_3D = {"circle": "circle", "x": "cross", "star": "diamond"}
+#: Longest line of a 3-D axis title, in characters: the scene clips what runs past its edge.
+AXIS_TITLE_CHARS = 20
 
 
 def _groups(study: optuna.Study, front: list[FrozenTrial]) -> dict[str, list[FrozenTrial]]:
@@ -82,10 +86,8 @@ def pareto_figure(study: optuna.Study, front: list[FrozenTrial]) -> go.Figure:
         figure.update_layout(xaxis_title="trial", yaxis_title=_axis_title(study, 0))
     elif len(names) == 2:
         figure.update_layout(xaxis_title=_axis_title(study, 0), yaxis_title=_axis_title(study, 1))
-    figure.update_layout(
-        title=f"{study.study_name}: feasible Pareto front (HardNeg safeguard applied)", legend_title_text="trials",
-        template="plotly_white")
-    return figure
+    figure.update_layout(legend_title_text="trials", template="plotly_white")
+    return set_title(figure, f"{study.study_name}: feasible Pareto front (HardNeg safeguard applied)")
 
 
 def pareto_3d_figure(study: optuna.Study, front: list[FrozenTrial]) -> go.Figure | None:
@@ -100,13 +102,17 @@ def pareto_3d_figure(study: optuna.Study, front: list[FrozenTrial]) -> go.Figure
             x=[t.values[0] for t in members], y=[t.values[1] for t in members], z=[t.values[2] for t in members],
             mode="markers", name=label, text=[_hover(t, names) for t in members], hoverinfo="text",
             customdata=[t.number for t in members],
-            marker={"color": style["color"], "size": style["size"] * 0.6, "symbol": _SYMBOL_3D[style["symbol"]]}))
+            marker={"color": style["color"], "size": style["size"] * (0.6 if label != INFEASIBLE else 1.0),
+                    "symbol": _SYMBOL_3D[style["symbol"]]}))
+    # Axis titles wrapped and the camera a little further out than plotly's default (1.25, 1.25, 1.25), so
+    # that the titles stay inside the scene; the legend goes under it, leaving the scene the whole width.
     figure.update_layout(
-        title=f"{study.study_name}: feasible Pareto front in 3-D (HardNeg safeguard applied)",
-        scene={"xaxis_title": _axis_title(study, 0), "yaxis_title": _axis_title(study, 1),
-               "zaxis_title": _axis_title(study, 2)},
-        legend_title_text="trials", template="plotly_white", height=650)
-    return figure
+        scene={f"{axis}axis_title": wrap(_axis_title(study, i).replace(" (", "<br>("), AXIS_TITLE_CHARS)
+               for i, axis in enumerate("xyz")},
+        scene_camera={"eye": {"x": 1.5, "y": 1.5, "z": 1.0}},
+        legend={"title": {"text": "trials"}, "orientation": "h", "x": 0, "y": 0, "yanchor": "top"},
+        margin={"l": 10, "r": 10, "b": 50}, template="plotly_white", height=650)
+    return set_title(figure, f"{study.study_name}: feasible Pareto front in 3-D (HardNeg safeguard applied)")
 
 
 def _axis_title(study: optuna.Study, index: int) -> str:

@@ -184,11 +184,18 @@ class SongEmbeddings:
     seconds: float
 
 
-def trial_embeddings(study: Any, trial_number: int, dataset: PreparedDataset, *, workers: int = 1) -> SongEmbeddings:
-    """Re-train the Word2Vec embeddings of trial ``trial_number`` of ``study`` (same params and seed)."""
-    from optuna.trial import TrialState
+def trial_embeddings(study: Any, trial_number: int, dataset: PreparedDataset, *, workers: int | None = None,
+                     config: Any = None) -> SongEmbeddings:
+    """The embeddings of trial ``trial_number`` of ``study``: its stored vectors when the study's artifact store
+    keeps them (:mod:`hpo.artifacts`), else an exact re-training (its parameters and seed, on the study's
+    training subset ``training.fraction``).
 
-    from objectives.word2vec import GENSIM_DEFAULTS, train_word2vec
+    ``config`` is the study's :class:`~hpo.config.StudyConfig` (default: the one stored in the study, with
+    the storage it was loaded from); ``workers`` overrides its ``training.workers``.
+    """
+    from hpo.artifacts import trial_vectors
+    from hpo.study import stored_config
+    from hpo.trials import CONFIG_ATTR
 
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
     if trial_number not in trials:
@@ -196,32 +203,28 @@ def trial_embeddings(study: Any, trial_number: int, dataset: PreparedDataset, *,
         known = f"trials {numbers[0]}..{numbers[-1]}" if numbers else "no trials"
         raise InputError(f"study {study.study_name!r} has no trial {trial_number} ({known})")
     trial = trials[trial_number]
-    if trial.state != TrialState.COMPLETE:
-        raise InputError(
-            f"study {study.study_name!r}, trial {trial_number}: state {trial.state.name}; expected a COMPLETE trial"
-        )
-    params = trial.user_attrs.get("gensim_params")
-    seed = trial.user_attrs.get("seed")
-    if not isinstance(params, dict) or seed is None:
+    if not isinstance(trial.user_attrs.get("gensim_params"), dict) or trial.user_attrs.get("seed") is None:
         raise InputError(
             f"study {study.study_name!r}, trial {trial_number}: no gensim_params/seed user attributes "
             "(not a songhpo trial)"
         )
-    # sg/hs are fixed by train_word2vec (skip-gram, negative sampling); everything else is replayed.
-    params = {k: v for k, v in params.items() if k not in ("sg", "hs")}
-    unknown = sorted(set(params) - set(GENSIM_DEFAULTS))
-    if unknown:
-        raise InputError(
-            f"study {study.study_name!r}, trial {trial_number}: unknown Word2Vec parameter {unknown[0]!r} in gensim_params"
-        )
-    _log.info("re-training trial %d of %s (seed %s)", trial_number, study.study_name, seed)
-    trained = train_word2vec(dataset.training_sentences(), dataset.n_songs, params, seed=int(seed), workers=workers)
+    if config is None:
+        stored = study.user_attrs.get(CONFIG_ATTR)
+        if not isinstance(stored, dict):
+            raise InputError(f"study {study.study_name!r} has no songhpo config; it was not created by songhpo")
+        backend = getattr(study._storage, "_backend", study._storage)
+        config = stored_config(stored, getattr(backend, "url", "sqlite:///:memory:"), f"study {study.study_name!r}")
+    if workers is not None:
+        config = config.model_copy(update={"training": config.training.model_copy(update={"workers": workers})})
+    vectors = trial_vectors(study, trial, config, dataset)
+    params = {k: v for k, v in trial.user_attrs["gensim_params"].items() if k not in ("sg", "hs")}
     return SongEmbeddings(
-        matrix=trained.matrix,
-        present=trained.present,
-        source={"study": study.study_name, "trial": trial_number, "seed": int(seed), "params": params,
-                "baseline": bool(trial.user_attrs.get("baseline"))},
-        seconds=trained.seconds,
+        matrix=vectors.matrix,
+        present=vectors.present,
+        source={"study": study.study_name, "trial": trial_number, "seed": vectors.seed, "params": params,
+                "baseline": bool(trial.user_attrs.get("baseline")), "vectors": vectors.source,
+                "training_fraction": config.training.fraction},
+        seconds=vectors.seconds,
     )
 
 

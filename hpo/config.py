@@ -137,6 +137,20 @@ class TrainingConfig(_Strict):
     fraction: Annotated[float, Field(gt=0.0, le=1.0)] = 1.0
 
 
+class ArtifactsConfig(_Strict):
+    """Where and which trial embeddings are kept as Optuna artifacts (:mod:`hpo.artifacts`).
+
+    ``policy``: ``front`` keeps the vectors of the baseline and of the trials on the feasible Pareto front
+    (a trial is uploaded when it completes undominated; a trial that later leaves the front loses them),
+    ``all`` keeps every completed trial's, ``none`` keeps nothing. ``store``: a directory (shared by every
+    worker of a distributed study); default ``<db stem>-artifacts/`` next to a SQLite file, and none for a
+    server storage (PostgreSQL, MySQL), whose workers need a shared directory to agree on.
+    """
+
+    policy: Literal["front", "all", "none"] = "front"
+    store: Path | None = None
+
+
 class HeartbeatConfig(_Strict):
     interval: Annotated[int, Field(ge=1)] = 10
     grace_period: Annotated[int, Field(ge=2)] = 30
@@ -187,6 +201,7 @@ class StudyConfig(_Strict):
     constraint: ConstraintConfig = ConstraintConfig()
     training: TrainingConfig = TrainingConfig()
     heartbeat: HeartbeatConfig = HeartbeatConfig()
+    artifacts: ArtifactsConfig = ArtifactsConfig()
     # validate_default: a config without [search_space] must search the preset, not nothing.
     search_space: dict[str, Distribution | int | float] = Field(default_factory=dict, validate_default=True)
 
@@ -230,13 +245,17 @@ class StudyConfig(_Strict):
         return [METRIC_DIRECTIONS[m] for m in self.objectives]
 
     def resolved(self, base: Path) -> StudyConfig:
-        """This config with ``dataset`` (and a relative SQLite path) made absolute against ``base``."""
+        """This config with ``dataset``, ``artifacts.store`` (and a relative SQLite path) made absolute
+        against ``base``."""
         dataset = self.dataset if self.dataset.is_absolute() else (base / self.dataset).resolve()
         storage = self.storage
         prefix = "sqlite:///"
         if storage.startswith(prefix) and not storage.startswith(prefix + "/") and storage != prefix + ":memory:":
             storage = prefix + str((base / storage[len(prefix) :]).resolve())
-        return self.model_copy(update={"dataset": dataset, "storage": storage})
+        artifacts = self.artifacts
+        if artifacts.store is not None and not artifacts.store.is_absolute():
+            artifacts = artifacts.model_copy(update={"store": (base / artifacts.store).resolve()})
+        return self.model_copy(update={"dataset": dataset, "storage": storage, "artifacts": artifacts})
 
     def to_json(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
@@ -315,6 +334,11 @@ n_buckets = 10                        # popularity buckets
 [training]
 workers = 1                           # gensim threads; 1 is reproducible, more is faster
 fraction = 1.0                        # share of training sequences used (scale studies); eval pairs unchanged
+
+[artifacts]
+policy = "front"                      # trial embeddings kept as Optuna artifacts: front | all | none
+# store = "songhpo-artifacts"         # directory (shared by all workers); default <db stem>-artifacts/ next to
+                                      # a SQLite file; a server storage (PostgreSQL, MySQL) needs one set here
 
 [heartbeat]
 interval = 10                         # seconds between a running trial's heartbeats

@@ -11,7 +11,8 @@
 Resuming the final evaluation
 -----------------------------
 The unit of work is one (trial, seed index ``i``) pair: the trial's Word2Vec parameters re-trained with
-seed ``trial seed + 1000 * i`` (``i = 0`` is the validation run's seed) and evaluated on test. Its
+seed ``trial seed + 1000 * i`` (``i = 0`` is the validation run's seed, whose vectors are taken from the
+study's artifact store when it keeps them: :mod:`hpo.artifacts`) and evaluated on test. Its
 metrics are committed to ``songhpo_trial_metrics`` / ``songhpo_bucket_metrics`` (split ``test``) as
 soon as it finishes, and are never computed twice: any later evaluation of the same study reuses them.
 ``study evaluate`` continues the study's latest snapshot when that snapshot has the same members (the
@@ -37,7 +38,15 @@ from hpo._progress import bar
 from hpo.config import StudyConfig
 from hpo.data.dataset import PreparedDataset
 from hpo.evaluation import CONTINUATION_KEYS
-from hpo.trials import SAFEGUARD_ATTR, baseline_trial, feasible_pareto_front, safeguard_rule, study_dataset, trial_data
+from hpo.trials import (
+    SAFEGUARD_ATTR,
+    baseline_trial,
+    feasible_pareto_front,
+    safeguard_rule,
+    study_dataset,
+    training_params,
+    trial_data,
+)
 from metrics.evaluate import METRIC_KEYS
 from storage import results as store
 from storage.errors import InputError
@@ -66,8 +75,6 @@ TEST_SEED_STRIDE = 1000
 #: Trial user attributes recorded besides :data:`metrics.evaluate.METRIC_KEYS` when present.
 _EXTRA_ATTRS = ("train_seconds", "knn_seconds", "metrics_seconds", "trial_seconds", "cpu_seconds",
                 "constraint_hardneg")
-#: Keys gensim always gets from :func:`objectives.word2vec.word2vec_kwargs` (skip-gram, negative sampling).
-_FIXED_KWARGS = {"sg": 1, "hs": 0}
 CONFIDENCE = 0.95
 
 
@@ -218,17 +225,6 @@ def front_members(study: optuna.Study, chosen: Sequence[FrozenTrial] | None = No
     return sorted({t.number: (t, on) for t, on in members}.values(), key=lambda m: m[0].number)
 
 
-def training_params(trial: FrozenTrial) -> dict[str, Any]:
-    """The exact Word2Vec parameters the trial trained with (its ``gensim_params`` attribute)."""
-    kwargs = trial.user_attrs.get("gensim_params")
-    if not isinstance(kwargs, dict):
-        raise InputError(f"trial {trial.number} has no 'gensim_params' attribute; it was not run by this songhpo")
-    for name, value in _FIXED_KWARGS.items():
-        if kwargs.get(name, value) != value:
-            raise InputError(f"trial {trial.number}: gensim_params {name}={kwargs[name]!r}, expected {value}")
-    return {k: v for k, v in kwargs.items() if k not in _FIXED_KWARGS}
-
-
 def retrain_seed(trial: FrozenTrial, index: int) -> int:
     """Seed of the ``index``-th test re-training of ``trial`` (index 0 = the validation run's seed)."""
     return int(trial.user_attrs["seed"]) + TEST_SEED_STRIDE * index
@@ -297,6 +293,7 @@ def evaluate_front(
 
     ``chosen`` replaces the front by these completed trials (the experiment's selected configurations).
     """
+    from hpo.artifacts import trial_vectors
     from hpo.evaluation import continuation_scores, evaluate_split
     from objectives.word2vec import train_word2vec
 
@@ -335,14 +332,21 @@ def evaluate_front(
         with bar(len(units), f"evaluate {name} on test", unit="run", initial=len(units) - len(todo)) as progress:
             for i, trial in todo:
                 seed = retrain_seed(trial, i)
-                trained = train_word2vec(data.sentences, data.n_songs, params[trial.number], seed=seed,
-                                         workers=config.training.workers)
-                result = evaluate_split(dataset, trained.matrix, trained.present, "test", data.settings)
+                if i == 0:
+                    # The validation run's own seed: its stored vectors when the artifact store keeps them.
+                    vectors = trial_vectors(study, trial, config, dataset)
+                    matrix, present = vectors.matrix, vectors.present
+                    train_seconds = (float(trial.user_attrs.get("train_seconds", vectors.seconds))
+                                     if vectors.source == "artifact" else vectors.seconds)
+                else:
+                    trained = train_word2vec(data.sentences, data.n_songs, params[trial.number], seed=seed,
+                                             workers=config.training.workers)
+                    matrix, present, train_seconds = trained.matrix, trained.present, trained.seconds
+                result = evaluate_split(dataset, matrix, present, "test", data.settings)
                 # Playlist continuation is reported on test only, never optimised.
                 metrics = {**result.metrics,
-                           **continuation_scores(dataset, trained.matrix, trained.present, "test",
-                                                 k=data.settings.k),
-                           "train_seconds": round(trained.seconds, 4),
+                           **continuation_scores(dataset, matrix, present, "test", k=data.settings.k),
+                           "train_seconds": round(train_seconds, 4),
                            "knn_seconds": round(float(result.timings["knn"]), 4),
                            "metrics_seconds": round(float(result.timings["metrics"]), 4)}
                 # The run, its member's new confidence intervals and the snapshot's state in one commit.

@@ -31,7 +31,8 @@ from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import event, update
 from sqlalchemy.engine import Engine, make_url
 
-from hpo._progress import bar
+from hpo._progress import TrialBar, bar, bars_enabled, bars_logging, trial_estimate
+from hpo.artifacts import VectorKeeper
 from hpo.config import METRIC_DIRECTIONS, StudyConfig, parse_config
 from hpo.data.dataset import PreparedDataset
 from hpo.results import on_study_created, on_worker_start, record_completed_trial
@@ -463,6 +464,8 @@ def run_worker(
                 return None  # failed for good: unknown for this trial
         return reference["value"]
 
+    # Trial vectors kept as Optuna artifacts under the config's [artifacts] policy (hpo.artifacts).
+    vectors = VectorKeeper(config, dataset.songs["track_id"].to_numpy())
     objective = Objective(
         trial_data(config, dataset),
         config.search_space,
@@ -471,21 +474,28 @@ def run_worker(
         workers=config.training.workers,
         safeguard=safeguard_of(config, safeguard),
         baseline_reference=baseline_reference,
+        on_trained=vectors.on_trained,
+        # In-trial progress (epochs, kNN, metrics, ETA) on a terminal only; logs stay one line per trial.
+        progress=TrialBar(lambda: trial_estimate(
+            t.user_attrs for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))))
+        if bars_enabled() else None,
     )
     start = time.perf_counter()
     # Failures do not use up the budget of completed trials, but a worker gives up after this many.
     max_failures = max(10, config.trials)
     last_chart = [time.monotonic()]
-    with bar(n_trials or config.trials, f"worker {study.study_name}", unit="trial") as progress, \
+    with bars_logging(), bar(n_trials or config.trials, f"worker {study.study_name}", unit="trial") as progress, \
             _failing_interrupted_trials(study):
 
         def on_trial_end(study: optuna.Study, trial: FrozenTrial) -> None:
             if trial.state == TrialState.COMPLETE:
                 report.completed += 1
                 values = ", ".join(f"{n}={v:.4g}" for n, v in zip(config.objectives, trial.values))
-                _log.info("trial %d complete: %s%s", trial.number, values, _safeguard_note(trial))
+                _log.info("trial %d complete%s: %s%s", trial.number, _duration_note(trial), values,
+                          _safeguard_note(trial))
                 # The SQL result tables follow the study live (a failure is a warning, never the study's end).
                 record_completed_trial(config.storage, study.study_name, trial)
+                _prune_vectors(vectors, study)
             elif trial.state == TrialState.FAIL:
                 report.failed += 1
                 _log.warning("trial %d failed: %s", trial.number, trial.user_attrs.get("fail_reason", "unknown reason"))
@@ -522,6 +532,7 @@ def run_worker(
                 catch=(Exception,),
                 callbacks=[MaxTrialsCallback(budget, states=(TrialState.COMPLETE,)), on_trial_end],
             )
+    _prune_vectors(vectors, study)
     _publish_chart(study)
     warning = infeasibility_warning(study)
     if warning:
@@ -555,12 +566,25 @@ def hardneg_reference(baseline: FrozenTrial) -> HardNegReference | None:
     return HardNegReference(value=float(value), songs=songs, counts=counts)
 
 
+def _duration_note(trial: FrozenTrial) -> str:
+    seconds = trial.user_attrs.get("trial_seconds")
+    return f" in {seconds:.1f} s" if isinstance(seconds, (int, float)) else ""
+
+
 def _safeguard_note(trial: FrozenTrial) -> str:
     margin = trial.user_attrs.get("constraint_hardneg")
     if margin is None:
         return ""
     verdict = "feasible" if trial.user_attrs.get("feasible", True) else "INFEASIBLE: HardNeg above the safeguard"
     return f" ({verdict}, HardNeg margin {margin:+.3g})"
+
+
+def _prune_vectors(vectors: VectorKeeper, study: optuna.Study) -> None:
+    """Delete the stored trial vectors the artifact policy no longer keeps (best effort)."""
+    try:
+        vectors.prune(study)
+    except Exception as exc:  # noqa: BLE001 - artifacts must never fail a study
+        _log.warning("could not delete the vectors of trials off the front: %s", exc)
 
 
 def _publish_chart(study: optuna.Study) -> None:

@@ -148,6 +148,22 @@ def feasible_pareto_front(study: optuna.Study) -> list[FrozenTrial]:
 
 
 
+#: Keys gensim always gets from :func:`objectives.word2vec.word2vec_kwargs` (skip-gram, negative sampling).
+_FIXED_KWARGS = {"sg": 1, "hs": 0}
+
+
+def training_params(trial: FrozenTrial) -> dict[str, Any]:
+    """The exact Word2Vec parameters the trial trained with (its ``gensim_params`` attribute)."""
+    kwargs = trial.user_attrs.get("gensim_params")
+    if not isinstance(kwargs, dict):
+        raise InputError(f"trial {trial.number} has no 'gensim_params' attribute; it was not run by this songhpo")
+    for name, value in _FIXED_KWARGS.items():
+        if kwargs.get(name, value) != value:
+            raise InputError(f"trial {trial.number}: gensim_params {name}={kwargs[name]!r}, expected {value}")
+    return {k: v for k, v in kwargs.items() if k not in _FIXED_KWARGS}
+
+
+
 def trial_row(trial: FrozenTrial, metric_names: list[str]) -> dict[str, Any]:
     """One trial as a flat row: number, objective values, HardNeg and feasibility, params."""
     row: dict[str, Any] = {"trial": trial.number, "baseline": bool(trial.user_attrs.get("baseline"))}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -187,7 +188,8 @@ class EvaluationResult:
 
 def evaluate(embeddings: npt.ArrayLike, data: EvaluationData,
              settings: EvaluationSettings = EvaluationSettings(), *,
-             present: npt.ArrayLike | None = None) -> EvaluationResult:
+             present: npt.ArrayLike | None = None,
+             on_stage: Callable[[str], None] | None = None) -> EvaluationResult:
     """Compute every metric of SPEC section 4 for one embedding, with one kNN search.
 
     Parameters
@@ -200,6 +202,9 @@ def evaluate(embeddings: npt.ArrayLike, data: EvaluationData,
         Cut-offs, sample sizes, seed and number of buckets.
     present : array_like of bool, shape (data.n_songs,), optional
         Songs that have a vector (default: every non-zero row).
+    on_stage : callable, optional
+        Told ``"knn"`` when the neighbour search starts and ``"metrics"`` when the metrics
+        computed from it start (progress display; nothing else).
 
     Returns
     -------
@@ -235,10 +240,14 @@ def evaluate(embeddings: npt.ArrayLike, data: EvaluationData,
         data.pairs_in[:, 0], data.pairs_out[:, 0], data.hard_negative_pairs.ravel(),
         genre_songs, artist_songs]))
 
+    if on_stage is not None:
+        on_stage("knn")
     t_knn = time.perf_counter()
     # Looked up on the module at call time, so the single search is observable in tests.
     table = _knn.knn_table(emb, queries, k=max(k, coherence_k), present=present_mask)
     t_metrics = time.perf_counter()
+    if on_stage is not None:
+        on_stage("metrics")
 
     ranks_in = next_song_ranks(table, data.pairs_in)
     ranks_out = next_song_ranks(table, data.pairs_out)

@@ -13,7 +13,7 @@ import time
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import optuna
@@ -21,13 +21,29 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 
 from metrics.evaluate import EvaluationData, EvaluationSettings, evaluate
 from metrics.false_neighbours import hardneg_excess_bound
-from objectives.word2vec import GENSIM_DEFAULTS, train_word2vec
+from objectives.word2vec import GENSIM_DEFAULTS, TrainedEmbeddings, train_word2vec, word2vec_kwargs
 
 HARDNEG_CONSTRAINT = "hardneg"
 #: Constraint value of a trial whose HardNeg is unavailable while the safeguard is on: infeasible.
 UNKNOWN_HARDNEG_VIOLATION = 1.0
 #: User attribute of the baseline trial indexing its per-song HardNeg counts (:func:`per_song_attrs`).
 PER_SONG_ATTR = "hardneg_per_song"
+
+
+class TrialProgress(Protocol):
+    """What a running trial tells whoever shows its progress (the CLI draws a bar; this layer draws nothing).
+
+    ``start`` when training begins, ``epoch`` after each training epoch, ``stage`` when the evaluation's
+    ``"knn"`` search and then its ``"metrics"`` begin, ``end`` when the trial is over (also on failure).
+    """
+
+    def start(self, trial_number: int, epochs: int) -> None: ...
+
+    def epoch(self, done: int, total: int) -> None: ...
+
+    def stage(self, name: str) -> None: ...
+
+    def end(self) -> None: ...
 
 
 class TrialFailed(Exception):
@@ -47,13 +63,15 @@ class TrialData:
 @dataclass(frozen=True)
 class TrialOutcome:
     """Metrics of one trained configuration (flat ``metrics``, ``buckets``, ``timings`` in seconds,
-    ``hardneg_per_song`` = (support songs, hard-negative neighbour counts) at the evaluation's K)."""
+    ``hardneg_per_song`` = (support songs, hard-negative neighbour counts) at the evaluation's K,
+    ``embeddings`` = the trained vectors themselves, for a caller that keeps them)."""
 
     metrics: dict[str, float | int | None]
     buckets: dict[str, Any]
     timings: dict[str, float]
     hardneg_per_song: tuple[np.ndarray, np.ndarray] = field(
         default_factory=lambda: (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)))
+    embeddings: TrainedEmbeddings | None = None
 
 
 @dataclass(frozen=True)
@@ -127,16 +145,21 @@ def _unpack(text: str) -> np.ndarray:
     return np.frombuffer(zlib.decompress(base64.b64decode(text)), dtype="<u4").astype(np.int64)
 
 
-def run_configuration(data: TrialData, params: Mapping[str, Any], *, seed: int, workers: int = 1) -> TrialOutcome:
+def run_configuration(data: TrialData, params: Mapping[str, Any], *, seed: int, workers: int = 1,
+                      progress: TrialProgress | None = None) -> TrialOutcome:
     """Train Word2Vec with ``params`` (gensim defaults for the rest) and evaluate it on ``data``.
+
+    ``progress`` is told each epoch and the evaluation's stages (:class:`TrialProgress`; not its start/end).
 
     ``timings`` holds wall-clock seconds of training, kNN, metrics and the whole, and ``cpu_seconds``: the
     process's CPU time for the whole (every thread; what the trial costs whatever else the machine runs).
     """
     start = time.perf_counter()
     cpu_start = time.process_time()
-    trained = train_word2vec(data.sentences, data.n_songs, params, seed=seed, workers=workers)
-    result = evaluate(trained.matrix, data.evaluation, data.settings, present=trained.present)
+    trained = train_word2vec(data.sentences, data.n_songs, params, seed=seed, workers=workers,
+                             on_epoch=None if progress is None else progress.epoch)
+    result = evaluate(trained.matrix, data.evaluation, data.settings, present=trained.present,
+                      on_stage=None if progress is None else progress.stage)
     timings = {
         "train_seconds": trained.seconds,
         "knn_seconds": float(result.timings["knn"]),
@@ -145,7 +168,7 @@ def run_configuration(data: TrialData, params: Mapping[str, Any], *, seed: int, 
         "cpu_seconds": time.process_time() - cpu_start,
     }
     return TrialOutcome(metrics=dict(result.metrics), buckets=result.buckets, timings=timings,
-                        hardneg_per_song=result.hardneg_per_song)
+                        hardneg_per_song=result.hardneg_per_song, embeddings=trained)
 
 
 def to_distribution(spec: Any) -> BaseDistribution | None:
@@ -190,7 +213,10 @@ class Objective:
 
     ``safeguard`` is the HardNeg safeguard (``None``: off). ``baseline_reference`` returns the
     baseline trial's :class:`HardNegReference` (``None`` while unavailable); it is only called for
-    non-baseline trials while the safeguard is on.
+    non-baseline trials while the safeguard is on. ``on_trained(trial, embeddings, values)``, when given, is
+    called with the trained vectors and the objective values once the trial's metrics and safeguard are set,
+    before the values are returned (the trial is still running; keeping the vectors is the caller's business).
+    ``progress``, when given, is told how each trial advances (:class:`TrialProgress`).
     """
 
     def __init__(
@@ -203,6 +229,8 @@ class Objective:
         workers: int = 1,
         safeguard: Safeguard | None = Safeguard(),
         baseline_reference: Callable[[], HardNegReference | None] = lambda: None,
+        on_trained: Callable[[optuna.Trial, TrainedEmbeddings, list[float]], None] | None = None,
+        progress: TrialProgress | None = None,
     ) -> None:
         self._data = data
         self._space = dict(space)
@@ -211,6 +239,8 @@ class Objective:
         self._workers = workers
         self._safeguard = safeguard
         self._baseline_reference = baseline_reference
+        self._on_trained = on_trained
+        self._progress = progress
 
     def __call__(self, trial: optuna.Trial) -> list[float]:
         try:
@@ -235,10 +265,16 @@ class Objective:
         trial.set_user_attr("seed", seed)
         trial.set_user_attr("gensim_version", gensim.__version__)
         trial.set_user_attr("gensim_params", _jsonable({**GENSIM_DEFAULTS, **params, "sg": 1, "hs": 0}))
+        progress = self._progress
         try:
-            outcome = run_configuration(self._data, params, seed=seed, workers=self._workers)
+            if progress is not None:
+                progress.start(trial.number, int(word2vec_kwargs(params)["epochs"]))
+            outcome = run_configuration(self._data, params, seed=seed, workers=self._workers, progress=progress)
         except ValueError as exc:  # empty vocabulary and similar: a readable reason, not a crash
             raise TrialFailed(str(exc)) from exc
+        finally:
+            if progress is not None:
+                progress.end()
         for name, value in outcome.metrics.items():
             trial.set_user_attr(name, value)
         trial.set_user_attr("buckets", outcome.buckets)
@@ -251,6 +287,8 @@ class Objective:
             if value is None or not math.isfinite(float(value)):
                 raise TrialFailed(f"objective {name!r} is unavailable for this configuration ({value})")
             values.append(float(value))
+        if self._on_trained is not None and outcome.embeddings is not None:
+            self._on_trained(trial, outcome.embeddings, values)
         return values
 
     def _apply_safeguard(self, trial: optuna.Trial, outcome: TrialOutcome) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,12 +61,34 @@ def word2vec_kwargs(params: Mapping[str, Any]) -> dict[str, Any]:
     return {**kwargs, "sg": 1, "hs": 0}
 
 
+#: Told after each training epoch: ``(epochs done, epochs in all)``.
+EpochCallback = Callable[[int, int], None]
+
+
+def _epoch_reporter(on_epoch: EpochCallback, epochs: int) -> Any:
+    """A gensim training callback calling ``on_epoch(done, epochs)`` at the end of every epoch."""
+    from gensim.models.callbacks import CallbackAny2Vec
+
+    class EpochReporter(CallbackAny2Vec):  # type: ignore[misc]  # gensim is untyped
+        def __init__(self) -> None:
+            self.done = 0
+
+        def on_epoch_end(self, model: Any) -> None:
+            self.done += 1
+            on_epoch(self.done, epochs)
+
+    return EpochReporter()
+
+
 def train_word2vec(
-    sentences: Sequence[Sequence[str]], n_songs: int, params: Mapping[str, Any], *, seed: int, workers: int = 1
+    sentences: Sequence[Sequence[str]], n_songs: int, params: Mapping[str, Any], *, seed: int, workers: int = 1,
+    on_epoch: EpochCallback | None = None,
 ) -> TrainedEmbeddings:
     """Train Word2Vec on ``sentences`` (tokens are ``str(song_id)``) and align vectors to song ids.
 
-    Raises ``ValueError`` when training keeps no song at all (e.g. ``min_count`` above every count).
+    ``on_epoch(done, total)``, when given, is called after each training epoch (progress display; it does
+    not change the training). Raises ``ValueError`` when training keeps no song at all (e.g. ``min_count``
+    above every count).
     """
     from gensim.models import Word2Vec
 
@@ -76,7 +98,8 @@ def train_word2vec(
     model.build_vocab(sentences)
     if len(model.wv) == 0:
         raise ValueError(f"empty vocabulary: min_count={kwargs['min_count']} keeps no song")
-    model.train(sentences, total_examples=model.corpus_count, epochs=model.epochs)
+    callbacks = () if on_epoch is None else (_epoch_reporter(on_epoch, model.epochs),)
+    model.train(sentences, total_examples=model.corpus_count, epochs=model.epochs, callbacks=callbacks)
     seconds = time.perf_counter() - start
     ids = np.fromiter((int(k) for k in model.wv.index_to_key), dtype=np.int64, count=len(model.wv))
     matrix = np.zeros((n_songs, model.vector_size), dtype=np.float32)

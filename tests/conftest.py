@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -297,6 +298,9 @@ def _shared_copy(source: Path, directory: Path) -> SharedStudy:
     from hpo.study import load_study
 
     path = _copy_sqlite(source, directory / "tiny.db")
+    vectors = source.with_name(f"{source.stem}-artifacts")  # the trial vectors the study kept (hpo.artifacts)
+    if vectors.is_dir():
+        shutil.copytree(vectors, path.with_name(f"{path.stem}-artifacts"))
     storage = f"sqlite:///{path}"
     study, config = load_study("tiny", storage)
     return SharedStudy(study, config, storage, path)

@@ -43,7 +43,8 @@ def add_concepts_command(commands: Any) -> argparse.ArgumentParser:
             "concept j's classifier on concept i's test songs) and the graph A = [S > 1/2], and grow a tree "
             "by decreasing betweenness centrality, each concept under the already-placed concept maximising "
             "S[parent, child] (or the root when <= --min-sim). After Afchar et al., ISMIR 2022. The "
-            "embeddings are a study trial's (re-trained with its parameters and seed) or any embedding file."
+            "embeddings are a study trial's (its stored vectors, or an exact re-training: its parameters, seed and the "
+            "study's training fraction) or any embedding file."
         ),
         epilog=(
             "examples: songhpo concepts mystudy --trial 3 --concepts tags --out tree-t3/ ; "
@@ -53,7 +54,8 @@ def add_concepts_command(commands: Any) -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("name", nargs="?", default=None, help="study name (with --trial)")
-    parser.add_argument("--trial", type=int, default=None, help="trial number whose embeddings are re-trained")
+    parser.add_argument("--trial", type=int, default=None,
+                        help="trial number whose embeddings are used (stored vectors, else an exact re-training)")
     storage_argument(parser)
     parser.add_argument("--embeddings", type=Path, default=None, metavar="FILE",
                         help="use this embedding file (keyed by track id) instead of a study trial")
@@ -167,7 +169,7 @@ def _load_inputs(args: argparse.Namespace) -> tuple[Any, Any, str]:
             f"{dataset.path}: fingerprint {dataset.fingerprint[:12]} differs from study {args.name!r}'s dataset "
             f"{expected[:12]}; pass --prepared with the study's prepared dataset"
         )
-    embeddings = trial_embeddings(study, args.trial, dataset, workers=config.training.workers)
+    embeddings = trial_embeddings(study, args.trial, dataset, config=config)
     return dataset, embeddings, f"study {args.name}, trial {args.trial}"
 
 

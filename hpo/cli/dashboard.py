@@ -22,12 +22,16 @@ def add_dashboard_commands(commands: Any) -> None:
         help="optuna-dashboard on the study storage, with our note and charts",
         description="Save a note (dataset, objectives, HardNeg constraint, baseline values) and our charts "
         "(constraint-aware Pareto front, popularity buckets, side-effects table) into every songhpo study of "
-        "the storage, then serve optuna-dashboard on it until Ctrl-C. Listens on 127.0.0.1 by default.",
+        "the storage, then serve optuna-dashboard on it until Ctrl-C, with the trial vectors the studies keep as "
+        "artifacts downloadable from each trial's page. Listens on 127.0.0.1 by default.",
     )
     storage_argument(dashboard)
     dashboard.add_argument("--host", default="127.0.0.1",
                            help="address to listen on (default 127.0.0.1: this machine only)")
     dashboard.add_argument("--port", type=int, default=8080, help="TCP port (default 8080)")
+    dashboard.add_argument("--artifact-dir", default=None, metavar="DIR",
+                           help="serve trial vectors from this directory (default: each study's artifact directory, "
+                           "<db stem>-artifacts/ next to a SQLite file or the config's [artifacts] store)")
     dashboard.set_defaults(handler=_cmd_dashboard)
 
     report = commands.add_parser(
@@ -50,7 +54,7 @@ def add_dashboard_commands(commands: Any) -> None:
 def _cmd_dashboard(args: argparse.Namespace) -> int:
     from dashboards.launch import serve_dashboard
 
-    serve_dashboard(args.storage, host=args.host, port=args.port, out=sys.stdout)
+    serve_dashboard(args.storage, host=args.host, port=args.port, out=sys.stdout, artifact_dir=args.artifact_dir)
     return 0
 
 

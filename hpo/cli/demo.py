@@ -80,6 +80,11 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     print(f"  songhpo study evaluate demo --storage {storage} --seeds 3   # the front on the test split, with CIs")
     print(f"  songhpo report demo --storage {storage} --out {out / 'report.html'}")
     print(f"  songhpo dashboard --storage {storage}   # optuna-dashboard on http://127.0.0.1:8080")
+    # A front member that is not the baseline when there is one: its vectors are in the artifact store.
+    pick = next((r["trial"] for r in rows if not r["baseline"]), rows[0]["trial"] if rows else 0)
+    print(f"  songhpo export demo --trial {pick} --storage {storage} --out {out / f'demo-trial{pick}.txt'}"
+          "   # its vectors (word2vec text)")
+    print(f"  python -c \"from hpo import api; print(api.front('demo', '{storage}'))\"   # the front as a DataFrame")
     return 0
 
 

@@ -22,6 +22,7 @@ from hpo.cli.data import add_data_commands
 from hpo.cli.demo import add_demo_command
 from hpo.cli.eval import add_eval_command
 from hpo.cli.experiment import add_experiment_commands
+from hpo.cli.export import add_export_command
 from hpo.cli.results import add_result_commands
 from hpo.cli.study import add_study_commands
 from storage.errors import InputError
@@ -88,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_eval_command(commands)
     study_commands = add_study_commands(commands)
     add_result_commands(commands, study_commands)
+    add_export_command(commands)
     add_dashboard_commands(commands)
     add_concepts_command(commands)
     add_experiment_commands(commands)

@@ -44,6 +44,8 @@ __all__ = [
     "ignored_key_examples",
     "read_embeddings",
     "write_embeddings",
+    "write_parquet",
+    "write_word2vec",
 ]
 
 _log = logging.getLogger("songhpo")
@@ -189,6 +191,54 @@ def write_embeddings(path_npy: str | Path, keys: Sequence[str], vectors: np.ndar
     return matrix_path, vocab_path
 
 
+def write_word2vec(target: str | Path | BinaryIO, keys: Sequence[str], vectors: np.ndarray, *,
+                   binary: bool = False) -> None:
+    """Write word2vec text (``binary=False``) or binary format to a file (atomically) or a binary stream.
+
+    Text values are written with 9 significant digits, which read back (as float64, then float32, like
+    :func:`read_embeddings`) to exactly the float32 values written. Binary records are ``key`` + one space +
+    ``d`` little-endian float32 values, without a separating newline (as gensim writes them).
+
+    Parameters
+    ----------
+    target
+        A file path (written through a temporary file) or a writable binary stream (e.g. stdout's buffer).
+    keys
+        ``n`` distinct, non-empty keys without whitespace.
+    vectors
+        ``(n, d)`` finite float array; written as float32.
+    """
+    keys, matrix = _checked_rows(keys, vectors, spaces=True)
+
+    def write(handle: BinaryIO) -> None:
+        handle.write(f"{matrix.shape[0]} {matrix.shape[1]}\n".encode())
+        if binary:
+            little = matrix.astype("<f4", copy=False)
+            for key, row in zip(keys, little):
+                handle.write(key.encode("utf-8") + b" " + row.tobytes())
+            return
+        for start in range(0, len(keys), _TEXT_CHUNK):
+            rows = matrix[start : start + _TEXT_CHUNK].tolist()  # float64, exact copies of the float32 values
+            lines = (key + " " + " ".join(f"{v:.9g}" for v in row) + "\n"
+                     for key, row in zip(keys[start : start + _TEXT_CHUNK], rows))
+            handle.write("".join(lines).encode("utf-8"))
+
+    _write_target(target, write)
+
+
+def write_parquet(target: str | Path | BinaryIO, keys: Sequence[str], vectors: np.ndarray) -> None:
+    """Write a Parquet table ``track_id`` (string), ``vector`` (fixed-size list of ``d`` float32) to a file
+    (atomically) or a binary stream. ``keys``/``vectors`` as in :func:`write_word2vec`."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    keys, matrix = _checked_rows(keys, vectors, spaces=False)
+    flat = pa.array(matrix.reshape(-1), type=pa.float32())
+    table = pa.table({"track_id": pa.array(keys, type=pa.string()),
+                      "vector": pa.FixedSizeListArray.from_arrays(flat, matrix.shape[1])})
+    _write_target(target, lambda handle: pq.write_table(table, handle))
+
+
 def align_to_dataset(
     embeddings: Embeddings, track_ids: Sequence[str] | np.ndarray | pd.Series
 ) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
@@ -249,6 +299,39 @@ def _alignment_rows(embeddings: Embeddings, track_ids: Sequence[str] | np.ndarra
     # strings whatever dtype the caller's column has.
     index = pd.Index(embeddings.keys, dtype=object)
     return index.get_indexer(pd.Index([str(t) for t in ids], dtype=object)).astype(np.int64)
+
+
+def _checked_rows(keys: Sequence[str], vectors: np.ndarray, *, spaces: bool) -> tuple[list[str], np.ndarray]:
+    """``keys`` as strings and ``vectors`` as a C-contiguous float32 matrix, checked for writing (``spaces``:
+    keys must not hold whitespace, which separates fields in the word2vec formats)."""
+    keys = [str(k) for k in keys]
+    vectors = np.asarray(vectors)
+    if vectors.ndim != 2 or not np.issubdtype(vectors.dtype, np.floating):
+        raise ValueError(f"vectors must be a 2-D float array, got {vectors.dtype} {vectors.shape}")
+    if len(keys) != vectors.shape[0]:
+        raise ValueError(f"{len(keys)} keys for {vectors.shape[0]} vectors")
+    bad = next((k for k in keys if not k or (len(k.split()) != 1 if spaces else k != k.strip())), None)
+    if bad is not None:
+        raise ValueError(f"key {bad!r}: keys must be non-empty{', without whitespace' if spaces else ''}")
+    _check_unique(keys, lambda key, first, second: ValueError(f"duplicate key {key!r} (rows {first} and {second})"))
+    matrix = np.ascontiguousarray(vectors, dtype=np.float32)
+    if not np.isfinite(matrix).all():
+        raise ValueError("vectors contain NaN or infinite values (as float32)")
+    return keys, matrix
+
+
+def _write_target(target: str | Path | BinaryIO, write: Any) -> None:
+    """``write(handle)`` into a binary stream, or into a file path through :func:`hpo._atomic.atomic_write`."""
+    if isinstance(target, (str, Path)):
+        path = Path(target)
+
+        def to_file(tmp: Path) -> None:
+            with tmp.open("wb") as handle:
+                write(handle)
+
+        atomic_write(path, to_file)
+    else:
+        write(target)
 
 
 def _refuse_pickle_suffix(path: Path) -> None:
