@@ -4,10 +4,6 @@ the reuse by ``study evaluate`` and ``concepts --trial``, and the download from 
 from __future__ import annotations
 
 import json
-import socket
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +30,8 @@ from objectives.word2vec import TrainedEmbeddings
 from storage.db import dispose_engines
 from storage.errors import InputError
 from storage.results import load_latest_snapshot
-from tests.conftest import run_tiny_study, start_cli, write_toml
+from tests.conftest import run_tiny_study, write_toml
+from tests.test_dashboards import free_port, start_dashboard, stop, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -205,45 +202,25 @@ def test_concepts_trial_uses_the_store_and_the_training_fraction(prepared_synth:
         dispose_engines()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _get(url: str, process: Any, timeout: float = 90.0) -> bytes:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"dashboard exited with {process.returncode}: {process.stderr.read()}")
-        try:
-            with urllib.request.urlopen(url, timeout=5) as response:
-                return bytes(response.read())
-        except (urllib.error.URLError, ConnectionError):
-            time.sleep(0.3)
-    raise AssertionError(f"{url} did not answer within {timeout} s")
-
-
 def test_dashboard_serves_the_trial_vectors(front_study: Any) -> None:
     study, config, root = front_study
-    port = _free_port()
-    process = start_cli("dashboard", "--storage", config.storage, "--port", str(port))
+    port = free_port()
+    process = start_dashboard(config.storage, port)
     try:
         base = f"http://127.0.0.1:{port}"
-        payload = json.loads(_get(f"{base}/api/studies/{study._study_id}?after=0", process))
+        payload = json.loads(wait_for(f"{base}/api/studies/{study._study_id}?after=0", process))
         listed = {t["number"]: sorted(a["filename"] for a in t["artifacts"]) for t in payload["trials"]}
         kept = {t.number for t in study.trials if has_stored_vectors(t, "tiny")}
         assert {n for n, names in listed.items() if names} == kept
         number = min(kept)
         trial = next(t for t in payload["trials"] if t["number"] == number)
         for artifact in trial["artifacts"]:
-            body = _get(f"{base}/artifacts/{study._study_id}/{trial['trial_id']}/{artifact['artifact_id']}", process)
+            body = wait_for(f"{base}/artifacts/{study._study_id}/{trial['trial_id']}/{artifact['artifact_id']}", process)
             assert body == (root / "front-artifacts" / artifact["artifact_id"]).read_bytes()
             if artifact["filename"].endswith(".vocab.txt"):
                 assert body.decode().splitlines()[0].startswith("t")  # track ids, one per line
     finally:
-        process.terminate()
-        process.communicate(timeout=30)
+        stop(process)
 
 
 def test_stores_of_several_studies_read_as_one(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -171,19 +171,7 @@ def write_embeddings(path_npy: str | Path, keys: Sequence[str], vectors: np.ndar
     if matrix_path.suffix != ".npy":
         matrix_path = matrix_path.with_name(matrix_path.name + ".npy")
     vocab_path = _default_vocab(matrix_path)
-    keys = [str(k) for k in keys]
-    vectors = np.asarray(vectors)
-    if vectors.ndim != 2 or not np.issubdtype(vectors.dtype, np.floating):
-        raise ValueError(f"vectors must be a 2-D float array, got {vectors.dtype} {vectors.shape}")
-    if len(keys) != vectors.shape[0]:
-        raise ValueError(f"{len(keys)} keys for {vectors.shape[0]} vectors")
-    bad = next((k for k in keys if not k or "\n" in k or "\r" in k or k != k.strip()), None)
-    if bad is not None:
-        raise ValueError(f"key {bad!r}: keys must be non-empty, without line breaks or surrounding spaces")
-    _check_unique(keys, lambda key, first, second: ValueError(f"duplicate key {key!r} (rows {first} and {second})"))
-    matrix = np.ascontiguousarray(vectors, dtype=np.float32)
-    if not np.isfinite(matrix).all():
-        raise ValueError("vectors contain NaN or infinite values (as float32)")
+    keys, matrix = _checked_rows(keys, vectors, spaces=False)
     matrix_path.parent.mkdir(parents=True, exist_ok=True)
     text = "".join(f"{k}\n" for k in keys)
     atomic_write(vocab_path, lambda tmp: tmp.write_bytes(text.encode("utf-8")))
@@ -310,14 +298,20 @@ def _checked_rows(keys: Sequence[str], vectors: np.ndarray, *, spaces: bool) -> 
         raise ValueError(f"vectors must be a 2-D float array, got {vectors.dtype} {vectors.shape}")
     if len(keys) != vectors.shape[0]:
         raise ValueError(f"{len(keys)} keys for {vectors.shape[0]} vectors")
-    bad = next((k for k in keys if not k or (len(k.split()) != 1 if spaces else k != k.strip())), None)
+    bad = next((k for k in keys if not k or (len(k.split()) != 1 if spaces else _line_unsafe(k))), None)
     if bad is not None:
-        raise ValueError(f"key {bad!r}: keys must be non-empty{', without whitespace' if spaces else ''}")
+        rule = "without whitespace" if spaces else "without line breaks or surrounding spaces"
+        raise ValueError(f"key {bad!r}: keys must be non-empty, {rule}")
     _check_unique(keys, lambda key, first, second: ValueError(f"duplicate key {key!r} (rows {first} and {second})"))
     matrix = np.ascontiguousarray(vectors, dtype=np.float32)
     if not np.isfinite(matrix).all():
         raise ValueError("vectors contain NaN or infinite values (as float32)")
     return keys, matrix
+
+
+def _line_unsafe(key: str) -> bool:
+    """Whether ``key`` cannot be one line of a vocabulary file (a line break inside, or spaces around it)."""
+    return "\n" in key or "\r" in key or key != key.strip()
 
 
 def _write_target(target: str | Path | BinaryIO, write: Any) -> None:
