@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from hpo.choices import DEFAULT_MAX_PAIRS
 from objectives.word2vec import GENSIM_DEFAULTS, TUNABLE_PARAMETERS
 from storage.errors import InputError
 
@@ -116,6 +117,10 @@ class EvaluationConfig(_Strict):
     coherence_sample: Annotated[int, Field(ge=1)] = 20_000
     ch_sample: Annotated[int, Field(ge=2)] = 50_000
     n_buckets: Annotated[int, Field(ge=1)] = 10
+    #: Cap on the next-song pairs (in-set and out-of-set together) a trial evaluates: above it, a seeded
+    #: sample of this many pairs, the same for every trial of the study, with standard errors
+    #: (:func:`metrics.sampling.evaluation_sample`). At least 2, so that each side keeps a pair.
+    max_pairs: Annotated[int, Field(ge=2, strict=True)] = DEFAULT_MAX_PAIRS
 
 
 class ConstraintConfig(_Strict):
@@ -330,6 +335,7 @@ k = 100                               # neighbours for HitRate / NDCG / HardNeg
 coherence_sample = 20000              # songs sampled for local coherence
 ch_sample = 50000                     # songs sampled for Calinski-Harabasz
 n_buckets = 10                        # popularity buckets
+max_pairs = @MAX_PAIRS@                     # next-song pairs evaluated; above it a seeded sample, with standard errors
 
 [training]
 workers = 1                           # gensim threads; 1 is reproducible, more is faster
@@ -348,4 +354,5 @@ max_retry = 3
 # Entries here override the preset: a table replaces a range, a plain value fixes a parameter (say
 # min_count = 1 to give every song a vector). The default preset searches (on sparse data also min_count 1-5):
 [search_space]
-''' + "\n".join(_toml_entry(name, spec) for name, spec in DEFAULT_SEARCH_SPACE.items()) + "\n"
+'''.replace("@MAX_PAIRS@", f"{DEFAULT_MAX_PAIRS:<5}") + "\n".join(
+    _toml_entry(name, spec) for name, spec in DEFAULT_SEARCH_SPACE.items()) + "\n"

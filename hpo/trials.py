@@ -71,6 +71,7 @@ def trial_data(config: StudyConfig, dataset: PreparedDataset) -> TrialData:
         ch_sample=config.evaluation.ch_sample,
         seed=config.seed,
         n_buckets=config.evaluation.n_buckets,
+        max_pairs=config.evaluation.max_pairs,
     )
     sentences = training_subset(dataset.training_sentences(), config.training.fraction, config.seed)
     return TrialData(sentences, dataset.n_songs, evaluation_data(dataset, "validation"), settings)

@@ -5,6 +5,12 @@ of the in-set and out-of-set pairs, the songs that have hard negatives, the cohe
 samples), runs a single exact kNN search for them with ``k = max(k, coherence_k)``, and
 derives all metrics from that table. Only the Calinski-Harabasz proxies read the
 embeddings directly.
+
+With ``EvaluationSettings.max_pairs`` set below the number of pairs, the next-song metrics
+are computed on a seeded simple random sample of the pairs (:mod:`metrics.sampling`: only
+the sampled pairs' query songs are searched, still exactly) and reported with their
+standard errors (:data:`SAMPLING_KEYS`); when the cap does not bind, every pair is
+evaluated and the results are those of the exact evaluation, bit for bit.
 """
 
 from __future__ import annotations
@@ -23,12 +29,13 @@ from metrics import knn as _knn
 from metrics.clustering import calinski_harabasz
 from metrics.coherence import local_coherence, sample_songs
 from metrics.false_neighbours import hardneg_counts
-from metrics.next_song import hit_rate, ndcg, next_song_ranks
-from metrics.popularity import assign_buckets, bucketed_ranking_metrics
+from metrics.next_song import _gains, _hits, hit_rate, ndcg, next_song_ranks
+from metrics.popularity import assign_buckets
 from metrics.popularity import bucket_edges as _bucket_edges
+from metrics.sampling import evaluation_sample, standard_error, stratified_bucket_means
 
 __all__ = ["EvaluationData", "EvaluationResult", "EvaluationSettings", "evaluate",
-           "METRIC_KEYS"]
+           "METRIC_KEYS", "SAMPLING_KEYS"]
 
 #: The flat metric names of :attr:`EvaluationResult.metrics`, in a stable order.
 METRIC_KEYS: tuple[str, ...] = (
@@ -38,6 +45,14 @@ METRIC_KEYS: tuple[str, ...] = (
     "coherence_artist", "coherence_artist_support",
     "ch_genre", "ch_genre_songs", "ch_artist", "ch_artist_songs",
     "pairs_in", "pairs_out", "songs_present", "songs_total",
+)
+
+#: The keys of :attr:`EvaluationResult.sampling`: how many pairs were evaluated (``pairs_in`` and
+#: ``pairs_out`` of :data:`METRIC_KEYS` are the whole population), how many distinct query songs
+#: they have, and the standard error of each next-song metric (0 when every pair was evaluated).
+SAMPLING_KEYS: tuple[str, ...] = (
+    "pairs_in_sampled", "pairs_out_sampled", "query_songs_sampled",
+    "ndcg_in_se", "ndcg_out_se", "ndcg_se", "hitrate_in_se", "hitrate_out_se", "hitrate_se",
 )
 
 
@@ -127,6 +142,10 @@ class EvaluationSettings:
         Seed of every sample (each sampled metric uses this same seed).
     n_buckets : int
         Popularity buckets when the data carries no edges (default 10).
+    max_pairs : int or None
+        Cap on the next-song pairs evaluated, in-set and out-of-set together (``>= 2``);
+        above it a seeded sample of pairs is evaluated (:func:`metrics.sampling.evaluation_sample`,
+        seeded by ``seed``). ``None`` (default): every pair.
     """
 
     k: int = 100
@@ -135,6 +154,7 @@ class EvaluationSettings:
     ch_sample: int = 50_000
     seed: int = 0
     n_buckets: int = 10
+    max_pairs: int | None = None
 
     def __post_init__(self) -> None:
         _v.check_int(self.k, "k", minimum=1)
@@ -144,6 +164,8 @@ class EvaluationSettings:
         _v.check_int(self.ch_sample, "ch_sample", minimum=0)
         _v.check_int(self.seed, "seed", minimum=0)
         _v.check_int(self.n_buckets, "n_buckets", minimum=1)
+        if self.max_pairs is not None:
+            _v.check_int(self.max_pairs, "max_pairs", minimum=2)
 
     @property
     def effective_coherence_k(self) -> int:
@@ -163,7 +185,15 @@ class EvaluationResult:
     buckets : dict
         ``{"edges": [...], "by_target": {...}, "by_query": {...}}``; each breakdown maps
         ``"pairs"``, ``"hitrate"``, ``"ndcg"`` to one list entry per bucket, over all
-        pairs (in-set then out-of-set), with ``None`` for empty buckets.
+        pairs (in-set then out-of-set), with ``None`` for empty buckets; and
+        ``"pairs_sampled"``, ``"hitrate_se"``, ``"ndcg_se"``: the evaluated pairs of each
+        bucket and the standard errors of its values (all 0 when every pair was evaluated;
+        under a sample, the buckets pool both sides as a ratio estimator,
+        :func:`metrics.sampling.stratified_bucket_means`). ``"pairs"`` always counts every
+        pair of the split.
+    sampling : dict[str, float | int | None]
+        Exactly the keys of :data:`SAMPLING_KEYS`; a standard error is ``None`` when it
+        cannot be estimated (the metric is unavailable, or one pair was sampled).
     timings : dict[str, float]
         Wall-clock seconds: ``"knn"`` (the one table), ``"metrics"`` (everything else),
         ``"total"``.
@@ -176,12 +206,14 @@ class EvaluationResult:
     metrics: dict[str, float | int | None]
     buckets: dict[str, Any]
     timings: dict[str, float] = field(default_factory=dict)
+    sampling: dict[str, float | int | None] = field(default_factory=dict)
     hardneg_per_song: tuple[np.ndarray, np.ndarray] = field(
         default_factory=lambda: (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain, JSON-serialisable copy (strict JSON: no nan/inf)."""
         return {"metrics": {key: _clean(value) for key, value in self.metrics.items()},
+                "sampling": {key: _clean(value) for key, value in self.sampling.items()},
                 "buckets": _clean(self.buckets),
                 "timings": {key: float(value) for key, value in self.timings.items()}}
 
@@ -218,6 +250,11 @@ def evaluate(embeddings: npt.ArrayLike, data: EvaluationData,
       (the paper's headline); when one side has no pairs, the other side alone.
     - Coherence songs are ``sample_songs(present & (labels >= 0), coherence_sample,
       seed)`` per label kind; Calinski-Harabasz uses ``max_songs=ch_sample, seed=seed``.
+    - Next-song pairs are ``evaluation_sample(len(pairs_in), len(pairs_out), max_pairs,
+      seed)``: all of them unless ``max_pairs`` binds. Each side's NDCG/HitRate is then the
+      mean over its sampled pairs (unbiased for the mean over all pairs), with standard
+      error ``sqrt((1 - n/N) s^2 / n)``; the headline ``ndcg``/``hitrate`` (mean of the two
+      sides, independent samples) has ``SE = sqrt(se_in^2 + se_out^2) / 2``.
     """
     t_start = time.perf_counter()
     if not isinstance(data, EvaluationData):
@@ -236,8 +273,15 @@ def evaluate(embeddings: npt.ArrayLike, data: EvaluationData,
                                settings.coherence_sample, settings.seed)
     artist_songs = sample_songs(present_mask & (data.artist_labels >= 0),
                                 settings.coherence_sample, settings.seed)
+    n_in, n_out = data.pairs_in.shape[0], data.pairs_out.shape[0]
+    pairs_in, pairs_out = data.pairs_in, data.pairs_out
+    take_in, take_out = evaluation_sample(n_in, n_out, settings.max_pairs, settings.seed)
+    if take_in.size < n_in:
+        pairs_in = pairs_in[take_in]
+    if take_out.size < n_out:
+        pairs_out = pairs_out[take_out]
     queries = np.unique(np.concatenate([
-        data.pairs_in[:, 0], data.pairs_out[:, 0], data.hard_negative_pairs.ravel(),
+        pairs_in[:, 0], pairs_out[:, 0], data.hard_negative_pairs.ravel(),
         genre_songs, artist_songs]))
 
     if on_stage is not None:
@@ -249,8 +293,8 @@ def evaluate(embeddings: npt.ArrayLike, data: EvaluationData,
     if on_stage is not None:
         on_stage("metrics")
 
-    ranks_in = next_song_ranks(table, data.pairs_in)
-    ranks_out = next_song_ranks(table, data.pairs_out)
+    ranks_in = next_song_ranks(table, pairs_in)
+    ranks_out = next_song_ranks(table, pairs_out)
     hardneg_songs, hardneg_neighbours = hardneg_counts(table, data.hard_negative_pairs, k)
     hardneg = float(hardneg_neighbours.mean() / k) if hardneg_songs.size else None
     hardneg_support = int(hardneg_songs.size)
@@ -279,22 +323,74 @@ def evaluate(embeddings: npt.ArrayLike, data: EvaluationData,
     }
     metrics = {key: _clean(metrics[key]) for key in METRIC_KEYS}
 
-    all_pairs = np.concatenate([data.pairs_in, data.pairs_out])
-    all_ranks = np.concatenate([ranks_in, ranks_out])
-    n_buckets = edges.size - 1
-    counts = data.train_counts
-    buckets = {
-        "edges": edges.tolist(),
-        "by_target": _bucket_lists(bucketed_ranking_metrics(
-            all_ranks, assign_buckets(counts[all_pairs[:, 1]], edges), n_buckets, k)),
-        "by_query": _bucket_lists(bucketed_ranking_metrics(
-            all_ranks, assign_buckets(counts[all_pairs[:, 0]], edges), n_buckets, k)),
+    gains_in, gains_out = _gains(ranks_in, k), _gains(ranks_out, k)
+    hits_in = _hits(ranks_in, k).astype(np.float64)
+    hits_out = _hits(ranks_out, k).astype(np.float64)
+    se = {"ndcg_in_se": standard_error(gains_in, n_in),
+          "ndcg_out_se": standard_error(gains_out, n_out),
+          "hitrate_in_se": standard_error(hits_in, n_in),
+          "hitrate_out_se": standard_error(hits_out, n_out)}
+    se["ndcg_se"] = _se_of_mean((ndcg_in, se["ndcg_in_se"]), (ndcg_out, se["ndcg_out_se"]))
+    se["hitrate_se"] = _se_of_mean((hr_in, se["hitrate_in_se"]), (hr_out, se["hitrate_out_se"]))
+    sampling: dict[str, float | int | None] = {
+        "pairs_in_sampled": int(pairs_in.shape[0]), "pairs_out_sampled": int(pairs_out.shape[0]),
+        "query_songs_sampled": int(np.unique(np.concatenate([pairs_in[:, 0],
+                                                             pairs_out[:, 0]])).size),
+        **se,
     }
+    sampling = {key: _clean(sampling[key]) for key in SAMPLING_KEYS}
+
+    buckets = _popularity_buckets(
+        data, edges, (pairs_in, pairs_out), (n_in, n_out),
+        (np.concatenate([hits_in, hits_out]), np.concatenate([gains_in, gains_out])))
     t_end = time.perf_counter()
     timings = {"knn": t_metrics - t_knn, "metrics": t_end - t_metrics,
                "total": t_end - t_start}
-    return EvaluationResult(metrics=metrics, buckets=buckets, timings=timings,
+    return EvaluationResult(metrics=metrics, buckets=buckets, timings=timings, sampling=sampling,
                             hardneg_per_song=(hardneg_songs, hardneg_neighbours))
+
+
+def _popularity_buckets(data: EvaluationData, edges: np.ndarray,
+                        sampled: tuple[np.ndarray, np.ndarray], populations: tuple[int, int],
+                        values: tuple[np.ndarray, np.ndarray]) -> dict[str, Any]:
+    """``buckets`` of :class:`EvaluationResult`: per bucket of the target and of the query song,
+    the split's pair count and the (sampled) HitRate/NDCG with their standard errors.
+
+    ``sampled`` = the evaluated in-set and out-of-set pairs, ``populations`` = the number of pairs
+    of each side, ``values`` = ``(hits, gains)`` of the evaluated pairs (in-set then out-of-set).
+    """
+    n_buckets = edges.size - 1
+    counts = data.train_counts
+    pairs = np.concatenate(sampled)
+    strata = np.repeat(np.arange(2, dtype=np.int64), [sampled[0].shape[0], sampled[1].shape[0]])
+    population = np.asarray(populations, dtype=np.int64)
+    out: dict[str, Any] = {"edges": edges.tolist()}
+    for side, column in (("by_target", 1), ("by_query", 0)):
+        every = np.concatenate([data.pairs_in[:, column], data.pairs_out[:, column]])
+        ids = assign_buckets(counts[pairs[:, column]], edges)
+        entry: dict[str, Any] = {
+            "pairs": [int(v) for v in np.bincount(assign_buckets(counts[every], edges),
+                                                  minlength=n_buckets)]}
+        for name, metric_values in zip(("hitrate", "ndcg"), values, strict=True):
+            means, ses = stratified_bucket_means(metric_values, ids, n_buckets, strata, population)
+            entry[name] = [_clean(v) for v in means]
+            entry[f"{name}_se"] = [_clean(v) for v in ses]
+        entry["pairs_sampled"] = [int(v) for v in np.bincount(ids, minlength=n_buckets)]
+        out[side] = {key: entry[key] for key in _BUCKET_KEYS}
+    return out
+
+
+#: The keys of each breakdown of :attr:`EvaluationResult.buckets`, in order.
+_BUCKET_KEYS = ("pairs", "hitrate", "ndcg", "pairs_sampled", "hitrate_se", "ndcg_se")
+
+
+def _se_of_mean(a: tuple[float, float], b: tuple[float, float]) -> float:
+    """Standard error of :func:`_mean_available` of two independent ``(estimate, SE)`` pairs: a side
+    whose estimate is nan (no pairs) is left out, as in the mean; nan if a kept side has no SE."""
+    ses = [se for value, se in (a, b) if not math.isnan(value)]
+    if not ses:
+        return float("nan")
+    return math.sqrt(sum(se * se for se in ses)) / len(ses)
 
 
 def _resolve_edges(data: EvaluationData, settings: EvaluationSettings) -> np.ndarray:
@@ -313,12 +409,6 @@ def _mean_available(a: float, b: float) -> float:
     """Mean of the non-nan values of ``a`` and ``b`` (nan when both are nan)."""
     values = [v for v in (a, b) if not math.isnan(v)]
     return sum(values) / len(values) if values else float("nan")
-
-
-def _bucket_lists(result: dict[str, np.ndarray]) -> dict[str, list[Any]]:
-    return {"pairs": [int(v) for v in result["pairs"]],
-            "hitrate": [_clean(v) for v in result["hitrate"]],
-            "ndcg": [_clean(v) for v in result["ndcg"]]}
 
 
 def _clean(value: Any) -> Any:

@@ -1,7 +1,9 @@
 """One trial: sample Word2Vec parameters, train, evaluate on validation, return objective values.
 
 Everything a later table or chart needs is recorded on the trial as user attributes (every metric,
-per-bucket metrics, timings, seed, gensim version, feasibility), so nothing is recomputed later.
+per-bucket metrics, timings, seed, gensim version, feasibility, and the evaluation's sample: pairs
+evaluated and the standard error of each next-song metric, :data:`metrics.evaluate.SAMPLING_KEYS`), so
+nothing is recomputed later.
 This module knows Optuna's trial API but nothing about SQL or the CLI.
 """
 
@@ -64,7 +66,8 @@ class TrialData:
 class TrialOutcome:
     """Metrics of one trained configuration (flat ``metrics``, ``buckets``, ``timings`` in seconds,
     ``hardneg_per_song`` = (support songs, hard-negative neighbour counts) at the evaluation's K,
-    ``embeddings`` = the trained vectors themselves, for a caller that keeps them)."""
+    ``embeddings`` = the trained vectors themselves, for a caller that keeps them, ``sampling`` = the
+    evaluation's sample sizes and standard errors, :attr:`metrics.evaluate.EvaluationResult.sampling`)."""
 
     metrics: dict[str, float | int | None]
     buckets: dict[str, Any]
@@ -72,6 +75,7 @@ class TrialOutcome:
     hardneg_per_song: tuple[np.ndarray, np.ndarray] = field(
         default_factory=lambda: (np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)))
     embeddings: TrainedEmbeddings | None = None
+    sampling: dict[str, float | int | None] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -168,7 +172,8 @@ def run_configuration(data: TrialData, params: Mapping[str, Any], *, seed: int, 
         "cpu_seconds": time.process_time() - cpu_start,
     }
     return TrialOutcome(metrics=dict(result.metrics), buckets=result.buckets, timings=timings,
-                        hardneg_per_song=result.hardneg_per_song, embeddings=trained)
+                        hardneg_per_song=result.hardneg_per_song, embeddings=trained,
+                        sampling=dict(result.sampling))
 
 
 def to_distribution(spec: Any) -> BaseDistribution | None:
@@ -275,7 +280,7 @@ class Objective:
         finally:
             if progress is not None:
                 progress.end()
-        for name, value in outcome.metrics.items():
+        for name, value in {**outcome.metrics, **outcome.sampling}.items():
             trial.set_user_attr(name, value)
         trial.set_user_attr("buckets", outcome.buckets)
         for name, value in outcome.timings.items():

@@ -148,11 +148,15 @@ def test_every_key_of_evaluate_matches_brute_force(seed: int, k: int, coherence_
     assert set(result.buckets) == set(expected_buckets)
     assert result.buckets["edges"] == pytest.approx(expected_buckets["edges"], rel=1e-12)
     for side in ("by_target", "by_query"):
-        assert set(result.buckets[side]) == {"pairs", "hitrate", "ndcg"}
+        assert set(result.buckets[side]) == {"pairs", "hitrate", "ndcg", "pairs_sampled", "hitrate_se", "ndcg_se"}
         for name in ("pairs", "hitrate", "ndcg"):
             got, want = result.buckets[side][name], expected_buckets[side][name]
             assert len(got) == len(want) == n_buckets
             assert all(_same(g, w) for g, w in zip(got, want)), (side, name, got, want)
+        # No cap: every pair is evaluated, so nothing is estimated (standard errors 0, None for empty buckets).
+        assert result.buckets[side]["pairs_sampled"] == result.buckets[side]["pairs"]
+        for name in ("hitrate_se", "ndcg_se"):
+            assert result.buckets[side][name] == [None if v is None else 0.0 for v in result.buckets[side]["ndcg"]]
     # Not a degenerate case: hits, misses and unavailable values all occur where intended.
     assert 0 < result.metrics["hitrate_out"] < 1 and result.metrics["songs_present"] < result.metrics["songs_total"]
     assert (result.metrics["ndcg_in"] is None) == (drop == "pairs_in")

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from hpo._table import format_table, format_value
-from hpo.choices import SPLITS
+from hpo.choices import DEFAULT_MAX_PAIRS, SPLITS
 from storage.errors import InputError
 
 __all__ = ["add_eval_command"]
@@ -48,6 +48,9 @@ _MEANINGS = {
     "pairs_out": "out-of-set evaluation pairs",
     "songs_present": "dataset songs with a vector",
     "songs_total": "dataset songs",
+    "pairs_in_sampled": "in-set pairs evaluated (all of them unless --max-pairs binds)",
+    "pairs_out_sampled": "out-of-set pairs evaluated",
+    "query_songs_sampled": "distinct query songs of the evaluated pairs (searched exactly)",
     "continuation_rprecision": "playlist continuation R-precision (seed = first 5 songs; report only)",
     "continuation_ndcg": "playlist continuation NDCG@K (seed = first 5 songs; report only)",
     "continuation_playlists": "held-out playlists scored for continuation",
@@ -63,6 +66,8 @@ def add_eval_command(commands: Any) -> argparse.ArgumentParser:
             "Compute every metric of an existing embedding on a prepared dataset: HitRate@K and NDCG@K "
             "(in-set, out-of-set, mean), HardNeg@K, local genre/artist coherence, Calinski-Harabasz "
             "proxies, and HitRate/NDCG per popularity bucket of the target and of the query song. "
+            "Above --max-pairs next-song pairs, a seeded sample of that many is evaluated and each "
+            "next-song metric is shown with its standard error (0 when every pair is evaluated). "
             "Keys of the embedding file are the dataset's track ids; keys unknown to the dataset are "
             "ignored and songs without a vector count as misses. Pickle-based files (.pkl, .pickle, "
             ".model, .joblib) are refused: they are not loaded for safety."
@@ -89,7 +94,11 @@ def add_eval_command(commands: Any) -> argparse.ArgumentParser:
                         help="evaluation split (default validation; test is for final reporting only)")
     parser.add_argument("--k", type=int, default=100, help="cut-off K of HitRate/NDCG/HardNeg/coherence (default 100)")
     parser.add_argument("--seed", type=int, default=0,
-                        help="seed of the coherence and Calinski-Harabasz samples (default 0)")
+                        help="seed of the coherence, Calinski-Harabasz and pair samples (default 0)")
+    parser.add_argument("--max-pairs", type=int, default=DEFAULT_MAX_PAIRS, metavar="N",
+                        help="evaluate at most N next-song pairs, in-set and out-of-set together: above it a "
+                             "seeded sample, with standard errors (default %(default)s, as a study's "
+                             "[evaluation] max_pairs)")
     parser.add_argument("--json", action="store_true",
                         help="print one JSON object (metrics, buckets, alignment, timings) instead of tables")
     parser.set_defaults(handler=_cmd_eval)
@@ -113,6 +122,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         raise InputError(f"--k {args.k}: expected a positive integer")
     if args.seed < 0:
         raise InputError(f"--seed {args.seed}: expected a non-negative integer")
+    if args.max_pairs < 2:
+        raise InputError(f"--max-pairs {args.max_pairs}: expected an integer >= 2")
 
     dataset = PreparedDataset.load(args.prepared)
     _log.info("reading embeddings %s (format %s)", args.embeddings, args.format)
@@ -137,13 +148,19 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         _log.warning("%d dataset songs have no vector; pairs involving them count as misses",
                      alignment["missing_songs"])
 
-    settings = EvaluationSettings(k=args.k, seed=args.seed)
+    settings = EvaluationSettings(k=args.k, seed=args.seed, max_pairs=args.max_pairs)
     _log.info("evaluating on %s (K=%d)", args.split, args.k)
     result = evaluate_split(dataset, matrix, present, args.split, settings)
     payload = result.to_dict()
-    # Report-only playlist continuation, after every existing metric (never an objective).
+    sampling = payload["sampling"]
+    if sampling["pairs_in_sampled"] + sampling["pairs_out_sampled"] < \
+            payload["metrics"]["pairs_in"] + payload["metrics"]["pairs_out"]:
+        _log.info("next-song metrics on a seeded sample of %d of %d pairs (--max-pairs %d); standard errors "
+                  "are shown with them", sampling["pairs_in_sampled"] + sampling["pairs_out_sampled"],
+                  payload["metrics"]["pairs_in"] + payload["metrics"]["pairs_out"], args.max_pairs)
+    # Report-only playlist continuation, right after every metric (never an objective); then the sample.
     metrics: dict[str, Any] = {**payload["metrics"],
-                               **continuation_scores(dataset, matrix, present, args.split, k=args.k)}
+                               **continuation_scores(dataset, matrix, present, args.split, k=args.k), **sampling}
     notes = _hardneg_notes(metrics)
     for note in notes:
         _log.warning("%s", note)
@@ -157,7 +174,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
             "split": args.split,
             "settings": {"k": settings.k, "coherence_k": settings.effective_coherence_k,
                          "coherence_sample": settings.coherence_sample, "ch_sample": settings.ch_sample,
-                         "seed": settings.seed, "n_buckets": settings.n_buckets},
+                         "seed": settings.seed, "n_buckets": settings.n_buckets,
+                         "max_pairs": settings.max_pairs},
             "dataset": {"path": str(args.prepared), "fingerprint": dataset.fingerprint},
             "embeddings": {"path": str(args.embeddings), "dim": embeddings.dim},
         }
@@ -179,10 +197,13 @@ def _hardneg_notes(metrics: dict[str, Any]) -> list[str]:
 
 def _render_tables(metrics: dict[str, Any], buckets: dict[str, Any], alignment: dict[str, int],
                    split: str, k: int, notes: list[str]) -> str:
-    metric_rows = [[name, value, _MEANINGS.get(name, "")] for name, value in metrics.items()]
+    # A next-song metric's standard error sits beside its value, not on a row of its own.
+    errors = {name.removesuffix("_se"): value for name, value in metrics.items() if name.endswith("_se")}
+    metric_rows = [[name, value, errors.get(name, ""), _MEANINGS.get(name, "")]
+                   for name, value in metrics.items() if not name.endswith("_se")]
     parts = [
-        f"metrics on {split} (K={k})",
-        format_table(["metric", "value", "meaning"], metric_rows),
+        f"metrics on {split} (K={k}; se = standard error of a sampled metric, 0 when every pair is evaluated)",
+        format_table(["metric", "value", "se", "meaning"], metric_rows),
         "",
         "alignment of the embedding file to the dataset",
         format_table(["count", "value"], [[name, value] for name, value in alignment.items()]),
@@ -193,10 +214,24 @@ def _render_tables(metrics: dict[str, Any], buckets: dict[str, Any], alignment: 
              "pairs_by_query", "hitrate_by_query", "ndcg_by_query"],
             _bucket_rows(buckets),
         ),
+        *_sampled_bucket_note(buckets),
     ]
     if notes:
         parts += ["", *(f"note: {note}" for note in notes)]
     return "\n".join(parts) + "\n"
+
+
+def _sampled_bucket_note(buckets: dict[str, Any]) -> list[str]:
+    """The standard errors of the bucket values, as a table of their own, when the pairs were sampled."""
+    target, query = buckets["by_target"], buckets["by_query"]
+    if target.get("pairs_sampled", target["pairs"]) == target["pairs"]:
+        return []
+    rows = [[b, target["pairs_sampled"][b], target["hitrate_se"][b], target["ndcg_se"][b],
+             query["pairs_sampled"][b], query["hitrate_se"][b], query["ndcg_se"][b]]
+            for b in range(len(buckets["edges"]) - 1)]
+    return ["", "standard errors of the bucket values (sampled pairs)",
+            format_table(["bucket", "sampled_by_target", "hitrate_se_by_target", "ndcg_se_by_target",
+                          "sampled_by_query", "hitrate_se_by_query", "ndcg_se_by_query"], rows)]
 
 
 def _bucket_rows(buckets: dict[str, Any]) -> list[list[Any]]:
