@@ -23,12 +23,17 @@ def add_data_commands(commands: Any) -> None:
     synth = data_commands.add_parser(
         "synth",
         help="write a synthetic dataset with planted structure",
-        description="Write plays.csv and tracks.csv of synthetic sessions (genres -> artists -> tracks, "
-        "Zipf popularity, chart hits that become hard negatives).",
+        description="Write plays and tracks tables of synthetic sessions (genres -> artists -> tracks, "
+        "Zipf popularity, chart hits that become hard negatives). Linear in the number of plays, written "
+        "block by block: memory is bounded by the track catalogue (about 200 bytes a track).",
     )
     synth.add_argument("--out", required=True, type=Path, help="output directory (must not exist)")
     synth.add_argument("--sequences", type=int, default=20_000, help="number of sessions (default 20000)")
     synth.add_argument("--tracks", type=int, default=5_000, help="number of tracks (default 5000)")
+    synth.add_argument("--mean-length", type=float, default=12.0,
+                       help="mean plays per session (default 12; Spotify MPD playlists: about 66)")
+    synth.add_argument("--format", dest="fmt", default="csv", choices=["csv", "parquet"],
+                       help="plays.csv/tracks.csv (default) or plays.parquet/tracks.parquet")
     synth.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     synth.add_argument("--force", action="store_true", help="replace --out if it exists")
     synth.set_defaults(handler=_cmd_synth)
@@ -74,9 +79,10 @@ def add_data_commands(commands: Any) -> None:
 def _cmd_synth(args: argparse.Namespace) -> int:
     from hpo.data.synth import SynthParams, write_synthetic
 
-    params = SynthParams(sequences=args.sequences, tracks=args.tracks, seed=args.seed)
-    _log.info("generating %d synthetic sessions over %d tracks (seed %d)", params.sequences, params.tracks, params.seed)
-    counts = write_synthetic(args.out, params, overwrite=args.force)
+    params = SynthParams(sequences=args.sequences, tracks=args.tracks, mean_length=args.mean_length, seed=args.seed)
+    _log.info("generating %d synthetic sessions over %d tracks (seed %d, %s)", params.sequences, params.tracks,
+              params.seed, args.fmt)
+    counts = write_synthetic(args.out, params, overwrite=args.force, fmt=args.fmt)
     print_json({"out": str(args.out), **counts})
     return 0
 
