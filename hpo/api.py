@@ -166,7 +166,8 @@ def evaluate(embeddings: Any, prepared: str | Path | PreparedDataset, *, vocabul
     ----------
     embeddings
         gensim ``KeyedVectors``; an ``(n, d)`` float array with ``vocabulary`` (``n`` track ids); an
-        ``(array, vocabulary)`` pair; or :class:`hpo.data.embeddings_io.Embeddings`. Keys that are not
+        ``(array, vocabulary)`` pair; :class:`hpo.data.embeddings_io.Embeddings`; or the path of an embedding
+        file ``songhpo eval`` reads (word2vec text or binary, ``.npy`` with its vocabulary file). Keys that are not
         track ids of the dataset are ignored; songs without a vector count as misses.
     prepared
         A directory written by ``songhpo data prepare`` (or a loaded ``PreparedDataset``).
@@ -183,7 +184,7 @@ def evaluate(embeddings: Any, prepared: str | Path | PreparedDataset, *, vocabul
     with _globals_kept():
         from hpo.choices import SPLITS
         from hpo.data.dataset import PreparedDataset
-        from hpo.data.embeddings_io import Embeddings, align_to_dataset
+        from hpo.data.embeddings_io import Embeddings, align_to_dataset, read_embeddings
         from hpo.evaluation import continuation_scores, evaluate_split
         from metrics.evaluate import EvaluationSettings
         from storage.errors import InputError
@@ -193,7 +194,10 @@ def evaluate(embeddings: Any, prepared: str | Path | PreparedDataset, *, vocabul
         if k < 1 or seed < 0:
             raise InputError(f"k {k}, seed {seed}: expected k >= 1 and seed >= 0")
         dataset = prepared if isinstance(prepared, PreparedDataset) else PreparedDataset.load(prepared)
-        keyed = embeddings if isinstance(embeddings, Embeddings) else _as_embeddings(embeddings, vocabulary)
+        if isinstance(embeddings, (str, Path)):  # a file, as `songhpo eval --embeddings` takes it
+            keyed = read_embeddings(embeddings, vocab=vocabulary if isinstance(vocabulary, (str, Path)) else None)
+        else:
+            keyed = embeddings if isinstance(embeddings, Embeddings) else _as_embeddings(embeddings, vocabulary)
         matrix, present, alignment = align_to_dataset(keyed, dataset.songs["track_id"])
         if alignment["matched"] == 0:
             raise InputError(f"none of the {alignment['file_keys']} keys (e.g. {keyed.keys[:3]}) is a track id of "

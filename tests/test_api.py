@@ -16,7 +16,7 @@ from optuna.trial import TrialState
 
 from hpo import api
 from hpo.artifacts import has_stored_vectors
-from hpo.data.embeddings_io import Embeddings
+from hpo.data.embeddings_io import Embeddings, write_word2vec
 from hpo.trials import feasible_pareto_front
 from metrics.evaluate import METRIC_KEYS
 from storage.errors import InputError
@@ -45,7 +45,7 @@ def test_trials_and_front_frames(study_url: str) -> None:
     assert frame.loc[0, "baseline"] and frame.loc[0, "has_vectors"]  # the baseline keeps its vectors
 
 
-def test_vectors_and_evaluate_reproduce_the_trial(study_url: str, prepared_synth: Path) -> None:
+def test_vectors_and_evaluate_reproduce_the_trial(study_url: str, prepared_synth: Path, tmp_path: Path) -> None:
     study = optuna.load_study(study_name="tiny", storage=study_url)
     complete = study.get_trials(states=(TrialState.COMPLETE,))
     stored = next(t for t in complete if has_stored_vectors(t, "tiny"))
@@ -65,7 +65,11 @@ def test_vectors_and_evaluate_reproduce_the_trial(study_url: str, prepared_synth
     by_array = api.evaluate(extra, prepared_synth, vocabulary=[*keys, "not-a-track"], k=20, seed=13)
     by_pair = api.evaluate((kv.vectors, keys), prepared_synth, k=20, seed=13)
     by_embeddings = api.evaluate(Embeddings(keys, kv.vectors), prepared_synth, k=20, seed=13)
-    assert by_array["ndcg"] == by_pair["ndcg"] == by_embeddings["ndcg"] == metrics["ndcg"]
+    # The file `songhpo export` writes, given by its path as to `songhpo eval`.
+    exported = tmp_path / "trial.txt"
+    write_word2vec(exported, keys, kv.vectors)
+    by_path = api.evaluate(exported, prepared_synth, k=20, seed=13)
+    assert by_array["ndcg"] == by_pair["ndcg"] == by_embeddings["ndcg"] == by_path["ndcg"] == metrics["ndcg"]
     assert by_array["alignment"]["ignored_keys"] == 1
     test = api.evaluate(kv, prepared_synth, split="test", k=20, seed=13)
     assert test["pairs_out"] != metrics["pairs_out"]
