@@ -143,15 +143,12 @@ def vectors(study: str | optuna.Study, trial: int, storage: str | None = None, *
         from gensim.models import KeyedVectors
 
         from hpo.artifacts import trial_vectors
-        from hpo.trials import study_dataset
-        from storage.errors import InputError
+        from hpo.trials import study_dataset, trial_by_number
 
         loaded, config = _load(study, storage)
-        by_number = {t.number: t for t in loaded.get_trials(deepcopy=False)}
-        if int(trial) not in by_number:
-            raise InputError(f"study {loaded.study_name!r} has no trial {trial}")
+        chosen = trial_by_number(loaded, int(trial))
         prepared = study_dataset(loaded, config, None if dataset is None else str(dataset))
-        found = trial_vectors(loaded, by_number[int(trial)], config, prepared)
+        found = trial_vectors(loaded, chosen, config, prepared)
         keys = [str(t) for t in prepared.songs["track_id"].to_numpy()[found.present]]
         kv = KeyedVectors(vector_size=int(found.matrix.shape[1]), count=0, dtype=np.float32)
         kv.add_vectors(keys, found.matrix[found.present])

@@ -195,14 +195,9 @@ def trial_embeddings(study: Any, trial_number: int, dataset: PreparedDataset, *,
     """
     from hpo.artifacts import trial_vectors
     from hpo.study import stored_config
-    from hpo.trials import CONFIG_ATTR
+    from hpo.trials import CONFIG_ATTR, trial_by_number
 
-    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
-    if trial_number not in trials:
-        numbers = sorted(trials)
-        known = f"trials {numbers[0]}..{numbers[-1]}" if numbers else "no trials"
-        raise InputError(f"study {study.study_name!r} has no trial {trial_number} ({known})")
-    trial = trials[trial_number]
+    trial = trial_by_number(study, trial_number)
     if not isinstance(trial.user_attrs.get("gensim_params"), dict) or trial.user_attrs.get("seed") is None:
         raise InputError(
             f"study {study.study_name!r}, trial {trial_number}: no gensim_params/seed user attributes "

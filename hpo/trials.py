@@ -115,6 +115,16 @@ def study_dataset(study: optuna.Study, config: StudyConfig, dataset_path: str | 
 
 
 
+def trial_by_number(study: optuna.Study, number: int) -> FrozenTrial:
+    """Trial ``number`` of ``study``; an :class:`InputError` naming the trials it has when there is none."""
+    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+    if number not in trials:
+        numbers = sorted(trials)
+        known = f"trials {numbers[0]}..{numbers[-1]}" if numbers else "no trials"
+        raise InputError(f"study {study.study_name!r} has no trial {number} ({known})")
+    return trials[number]
+
+
 def baseline_trials(study: optuna.Study) -> list[FrozenTrial]:
     """Every baseline trial (the enqueued one and any re-run of it), in any state."""
     return [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("baseline")]

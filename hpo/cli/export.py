@@ -96,18 +96,14 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
     from hpo.artifacts import trial_vectors
     from hpo.study import load_study
-    from hpo.trials import study_dataset
+    from hpo.trials import study_dataset, trial_by_number
 
     study, config = load_study(args.name, args.storage)
-    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
-    if args.trial not in trials:
-        numbers = sorted(trials)
-        known = f"trials {numbers[0]}..{numbers[-1]}" if numbers else "no trials"
-        raise InputError(f"study {args.name!r} has no trial {args.trial} ({known})")
+    trial = trial_by_number(study, args.trial)
     dataset = study_dataset(study, config, args.dataset)
     for target in targets:
         check_replaceable(target, [dataset.path])
-    vectors = trial_vectors(study, trials[args.trial], config, dataset)
+    vectors = trial_vectors(study, trial, config, dataset)
     present = vectors.present
     keys = [str(t) for t in dataset.songs["track_id"].to_numpy()[present]]
     matrix = vectors.matrix[present]
