@@ -31,7 +31,14 @@ Everything is measured on validation, in ratios to gensim's defaults of the same
 
 Means over seeds with 95% Student-t intervals; the named baseline of every ratio column is random search
 at the same budget, in the same run. Progress goes to stderr, the table to stdout, the numbers to
-``DIR/summary-<plan>.json``.
+``RESULTS/summary-<plan>.json``.
+
+The study databases in ``--out`` are scratch; what a finished study and an anchor measured is kept in
+``--results`` (default ``benchmarks/results/search``, committed): ``studies.json`` holds each finished
+study's summary under ``<dataset>:<fingerprint>:<study>`` with the commit that ran it, ``anchors.json`` the
+literature setting's ratios and the TPE anchor's best. A later run, on another machine or after ``--out`` is
+gone, trains only what is missing, so the full plan (about 8 CPU hours per dataset) can be spread over
+several sessions.
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -71,8 +79,9 @@ def _study(dataset: Path, storage: str, name: str, seed: int, budget: int, *, ru
            **settings: Any) -> optuna.Study | None:
     """Create (or resume) study ``name`` and run it to ``budget`` completed trials; with ``run=False``,
     the study if it has reached ``budget`` (``None`` when it does not exist or is still short of it)."""
+    # The bench needs metrics only: storing the front's vectors would fill --out for nothing.
     config = parse_config({"name": name, "dataset": str(dataset), "storage": storage, "seed": seed,
-                           "trials": budget, **settings}, name)
+                           "trials": budget, "artifacts": {"policy": "none"}, **settings}, name)
     if not run:
         try:
             study = optuna.load_study(study_name=name, storage=storage)
@@ -151,7 +160,11 @@ def summarise(study: optuna.Study, metrics: list[str], anchors: dict[str, np.nda
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("prepared", nargs="+", type=Path, help="prepared dataset directories")
-    parser.add_argument("--out", type=Path, required=True, help="directory of the study databases and summary.json")
+    parser.add_argument("--out", type=Path, required=True, help="scratch directory of the study databases")
+    parser.add_argument("--results", type=Path, default=Path(__file__).resolve().parent / "results" / "search",
+                        help="directory of the kept summaries (studies.json, anchors.json, summary-<plan>.json)")
+    parser.add_argument("--commit", default=None, help="the code's commit, recorded with each summary "
+                        "(default: git rev-parse of the script's checkout)")
     parser.add_argument("--plan", default="nsga2:40,80 gp:40 tpe:40 random:80", help="sampler:budget,... list")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--anchor-seeds", default="0", help="study seeds of the single-objective TPE anchor")
@@ -165,6 +178,9 @@ def main() -> int:
     seeds = [int(s) for s in args.seeds.split(",") if s]
     anchor_seeds = [int(s) for s in args.anchor_seeds.split(",") if s]
     args.out.mkdir(parents=True, exist_ok=True)
+    args.results.mkdir(parents=True, exist_ok=True)
+    commit = args.commit or _checkout_commit()
+    studies_file, anchors_file = args.results / "studies.json", args.results / "anchors.json"
     optuna.logging.set_verbosity(optuna.logging.ERROR)
 
     summary: dict[str, Any] = {}
@@ -177,26 +193,39 @@ def main() -> int:
         runs: dict[tuple[str, int], list[dict[str, Any]]] = {}
         tpe_best: list[np.ndarray] = []
         for seed in anchor_seeds:
-            tpe = _study(path, storage, f"anchor-tpe-ndcg-s{seed}", seed, args.anchor_budget, run=not args.no_run,
-                         objectives=["ndcg"], sampler={"name": "tpe"}, constraint={"enabled": False})
-            if tpe is None:
-                continue
-            base = baseline_trial(tpe)
-            assert base is not None
-            best = max(tpe.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: t.values[0])
-            tpe_best.append(_ratios(best, base, metrics))
+            name = f"anchor-tpe-ndcg-s{seed}"
+            key = f"{path.name}:{dataset.fingerprint}:{name}@{args.anchor_budget}"
+            kept = _recall(anchors_file).get(key)
+            if kept is None:
+                tpe = _study(path, storage, name, seed, args.anchor_budget, run=not args.no_run,
+                             objectives=["ndcg"], sampler={"name": "tpe"}, constraint={"enabled": False})
+                if tpe is None:
+                    continue
+                base = baseline_trial(tpe)
+                assert base is not None
+                best = max(tpe.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: t.values[0])
+                kept = {"ratios": {m: best.user_attrs[m] / base.user_attrs[m] for m in metrics}, "commit": commit}
+                _remember(anchors_file, key, kept)
+            tpe_best.append(np.array([kept["ratios"][m] for m in metrics]))
         for seed in seeds:
             anchors = {"defaults": np.ones(len(metrics)),
-                       "literature": _literature_ratios(dataset, metrics, seed, args.out / "anchors.json")}
+                       "literature": _literature_ratios(dataset, metrics, seed, anchors_file)}
             if tpe_best:  # --anchor-seeds '' skips the TPE anchor
                 anchors["tpe-ndcg"] = tpe_best[seeds.index(seed) % len(tpe_best)]
             summary.setdefault(path.name, {}).setdefault("anchors", {})[seed] = {k: v.tolist() for k, v in anchors.items()}
             for sampler, sampler_budgets in plan.items():
                 for budget in sampler_budgets:
-                    study = _study(path, storage, f"{sampler}-{budget}-s{seed}", seed, budget, run=not args.no_run,
-                                   objectives=metrics, sampler={"name": sampler})
-                    if study is not None:
-                        runs.setdefault((sampler, budget), []).append(summarise(study, metrics, anchors))
+                    name = f"{sampler}-{budget}-s{seed}"
+                    key = f"{path.name}:{dataset.fingerprint}:{name}"
+                    row = _recall(studies_file).get(key)
+                    if row is None:
+                        study = _study(path, storage, name, seed, budget, run=not args.no_run,
+                                       objectives=metrics, sampler={"name": sampler})
+                        if study is None:
+                            continue
+                        row = {**summarise(study, metrics, anchors), "commit": commit}
+                        _remember(studies_file, key, row)
+                    runs.setdefault((sampler, budget), []).append(row)
         summary[path.name]["runs"] = {f"{s}@{b}": rows for (s, b), rows in runs.items()}
         anchor_rows.extend(_anchor_rows(path.name, summary[path.name]["anchors"], runs, plan, metrics))
         for budget in budgets:
@@ -207,7 +236,7 @@ def main() -> int:
                     table.append(_table_row(path.name, sampler, budget, rows, reference, metrics,
                                             prefix=(sampler, budget) not in runs))
     slug = "_".join(item.replace(":", "-").replace(",", "-") for item in args.plan.split())
-    (args.out / f"summary-{slug}.json").write_text(json.dumps(summary, indent=1, default=float) + "\n")
+    atomic_write_text(args.results / f"summary-{slug}.json", json.dumps(summary, indent=1, default=float) + "\n")
     headers = ["dataset", "sampler", "budget", "seeds", "HV@40", "HV@budget", "HV vs random", "best NDCG",
                "NDCG vs random", "balanced NDCG / CH-artist / CH-genre", "untrained (CH / coherence)", "infeasible", "CPU h",
                "HV-1 per CPU h", "front dominates defaults / literature / tpe-ndcg"]
@@ -219,22 +248,39 @@ def main() -> int:
 
 
 def _literature_ratios(dataset: PreparedDataset, metrics: list[str], seed: int, cache: Path) -> np.ndarray:
-    """Metrics of the literature setting over gensim's defaults, both trained with ``seed`` (cached in
+    """Metrics of the literature setting over gensim's defaults, both trained with ``seed`` (kept in
     ``cache`` by dataset fingerprint and seed, so a re-run for the table trains nothing)."""
-    cached = json.loads(cache.read_text()) if cache.exists() else {}
     key = f"{dataset.fingerprint}:{seed}"
-    if key not in cached:
+    ratios = _recall(cache).get(key)
+    if ratios is None:
         config = parse_config({"name": "anchor", "dataset": str(dataset.path), "seed": seed}, "anchor")
         data = trial_data(config, dataset)
         defaults = run_configuration(data, {}, seed=seed)
         literature = run_configuration(data, LITERATURE_SETTINGS["caselles-dupre-2018"], seed=seed)
         ratios = {m: literature.metrics[m] / defaults.metrics[m] for m in literature.metrics
                   if m in defaults.metrics and defaults.metrics[m]}
-        # Re-read before writing: another bench process on the same --out may have cached other seeds meanwhile.
-        cached = json.loads(cache.read_text()) if cache.exists() else {}
-        cached[key] = ratios
-        atomic_write_text(cache, json.dumps(cached, indent=1) + "\n")
-    return np.array([cached[key][m] for m in metrics])
+        _remember(cache, key, ratios)
+    return np.array([ratios[m] for m in metrics])
+
+
+def _recall(path: Path) -> dict[str, Any]:
+    """The entries kept in JSON file ``path`` (empty when it does not exist yet)."""
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _remember(path: Path, key: str, value: Any) -> None:
+    """Keep ``value`` under ``key`` in JSON file ``path``, atomically."""
+    # Re-read before writing: another bench process on the same --results may have kept other entries meanwhile.
+    kept = _recall(path)
+    kept[key] = value
+    atomic_write_text(path, json.dumps(dict(sorted(kept.items())), indent=1, default=float) + "\n")
+
+
+def _checkout_commit() -> str:
+    """The commit of the checkout this script runs from, or ``"unknown"`` outside a git checkout."""
+    found = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(__file__).resolve().parent,
+                           capture_output=True, text=True, check=False)
+    return found.stdout.strip() if found.returncode == 0 else "unknown"
 
 
 def _anchor_rows(dataset: str, anchors: dict[int, dict[str, list[float]]], runs: dict[tuple[str, int], list[dict[str, Any]]],
