@@ -60,6 +60,22 @@ def check_replaceable(target: str | Path, inputs: Sequence[str | Path] = ()) -> 
                              "choose a new directory for --out")
 
 
+def check_out(target: str | Path, *, force: bool, inputs: Sequence[str | Path] = (), directory: bool = False) -> None:
+    """Refuse ``--out target`` before any work is done: an existing ``target`` without ``force``, and with
+    ``force`` whatever :func:`check_replaceable` refuses. ``directory`` says what the command writes there.
+
+    Raises
+    ------
+    InputError
+        Naming ``target`` and what to do instead.
+    """
+    target = Path(target)
+    if target.exists() and not force:
+        what = "output directory already exists" if directory else "already exists"
+        raise InputError(f"{target}: {what}; choose another --out or pass --force to replace it")
+    check_replaceable(target, inputs)
+
+
 @contextlib.contextmanager
 def atomic_directory(target: Path, *, overwrite: bool = False, inputs: Sequence[str | Path] = ()) -> Iterator[Path]:
     """Yield a temporary sibling directory that becomes ``target`` only if the block succeeds.
@@ -69,11 +85,7 @@ def atomic_directory(target: Path, *, overwrite: bool = False, inputs: Sequence[
     complete, and only if :func:`check_replaceable` accepts it with ``inputs``.
     """
     target = Path(target)
-    if target.exists() and not overwrite:
-        raise InputError(
-            f"{target}: output directory already exists; choose another --out or pass --force to replace it"
-        )
-    check_replaceable(target, inputs)
+    check_out(target, force=overwrite, inputs=inputs, directory=True)
     parent = target.parent if str(target.parent) else Path(".")
     try:
         parent.mkdir(parents=True, exist_ok=True)

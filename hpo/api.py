@@ -142,16 +142,16 @@ def vectors(study: str | optuna.Study, trial: int, storage: str | None = None, *
         import numpy as np
         from gensim.models import KeyedVectors
 
-        from hpo.artifacts import trial_vectors
+        from hpo.artifacts import present_vectors, trial_vectors
         from hpo.trials import study_dataset, trial_by_number
 
         loaded, config = _load(study, storage)
         chosen = trial_by_number(loaded, int(trial))
         prepared = study_dataset(loaded, config, None if dataset is None else str(dataset))
         found = trial_vectors(loaded, chosen, config, prepared)
-        keys = [str(t) for t in prepared.songs["track_id"].to_numpy()[found.present]]
+        keys, rows = present_vectors(prepared.songs["track_id"].to_numpy(), found.matrix, found.present)
         kv = KeyedVectors(vector_size=int(found.matrix.shape[1]), count=0, dtype=np.float32)
-        kv.add_vectors(keys, found.matrix[found.present])
+        kv.add_vectors(keys, rows)
         return kv
 
 

@@ -202,7 +202,7 @@ class VectorKeeper:
 
     def __init__(self, config: StudyConfig, track_ids: np.ndarray | Sequence[str]) -> None:
         self.config = config
-        self.track_ids = np.asarray([str(t) for t in np.asarray(track_ids, dtype=object)], dtype=object)
+        self.track_ids = np.asarray(track_ids, dtype=object)
         self.directory = artifact_dir(config)
         self.policy = config.artifacts.policy
         if self.policy != "none" and self.directory is None:
@@ -224,8 +224,7 @@ class VectorKeeper:
                 return
         try:
             start = time.perf_counter()
-            present = np.asarray(embeddings.present, dtype=bool)
-            self._upload(trial, self.track_ids[present].tolist(), embeddings.matrix[present])
+            self._upload(trial, *present_vectors(self.track_ids, embeddings.matrix, embeddings.present))
             _log.debug("trial %d: vectors stored as artifacts in %.2f s", trial.number, time.perf_counter() - start)
         except Exception as exc:  # noqa: BLE001 - keeping vectors must never fail the trial
             _log.warning("trial %d: could not store its vectors as artifacts in %s: %s", trial.number,
@@ -327,6 +326,17 @@ class TrialVectors:
     source: str
     seed: int
     seconds: float
+
+
+def present_vectors(track_ids: np.ndarray | Sequence[str], matrix: np.ndarray,
+                    present: np.ndarray) -> tuple[list[str], np.ndarray]:
+    """The songs that have a vector: their track ids (as strings) and their ``(n_present, d)`` rows.
+
+    ``track_ids`` is ``(n_songs,)``, the track id of each song id; ``matrix`` ``(n_songs, d)``; ``present``
+    ``(n_songs,)`` bool.
+    """
+    present = np.asarray(present, dtype=bool)
+    return [str(t) for t in np.asarray(track_ids, dtype=object)[present]], matrix[present]
 
 
 def retrain_trial(trial: FrozenTrial, config: StudyConfig, dataset: PreparedDataset, *,

@@ -89,7 +89,7 @@ def add_concepts_command(commands: Any) -> argparse.ArgumentParser:
 
 
 def _cmd_concepts(args: argparse.Namespace) -> int:
-    from hpo._atomic import check_replaceable
+    from hpo._atomic import check_out
     from hpo.concepts import HierarchySettings
     from storage.db import sqlite_file
 
@@ -113,12 +113,10 @@ def _cmd_concepts(args: argparse.Namespace) -> int:
     )
     settings.validate()
     out = args.out or Path(_default_out(args))
-    if out.exists() and not args.force:
-        raise InputError(f"{out}: output directory already exists; choose another --out or pass --force to replace it")
     inputs = [p for p in (args.prepared, args.embeddings, args.vocab) if p is not None]
     if args.embeddings is None and sqlite_file(args.storage) is not None:
         inputs.append(sqlite_file(args.storage))
-    check_replaceable(out, inputs)  # before the work: --force never deletes what the command reads
+    check_out(out, force=args.force, inputs=inputs, directory=True)  # before the work: --force never deletes an input
 
     start = time.perf_counter()
     dataset, embeddings, label = _load_inputs(args)

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 from hpo.cli.common import print_json
-from storage.errors import InputError
 
 __all__ = ["add_data_commands"]
 
@@ -88,7 +87,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
 
 def _cmd_prepare(args: argparse.Namespace) -> int:
-    from hpo._atomic import check_replaceable
+    from hpo._atomic import check_out
     from hpo.data.prepare import PrepareParams, prepare_dataset
     from hpo.data.readers import read_input
 
@@ -102,9 +101,7 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
         critical_value=args.critical_value,
     )
     params.validate()
-    if args.out.exists() and not args.force:
-        raise InputError(f"{args.out}: output directory already exists; choose another --out or pass --force to replace it")
-    check_replaceable(args.out, [args.input])  # before reading: --force never deletes the input
+    check_out(args.out, force=args.force, inputs=[args.input], directory=True)  # before reading the input
     _log.info("reading %s", args.input)
     raw = read_input(args.input, args.format, drop_short=args.drop_short, allow_missing_metadata=args.allow_missing_metadata)
     manifest = prepare_dataset(raw, args.out, params, overwrite=args.force)

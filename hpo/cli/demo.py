@@ -10,7 +10,6 @@ from typing import Any
 
 from hpo.cli.common import print_rows
 from hpo.cli.study import pareto_rows
-from storage.errors import InputError
 
 __all__ = ["add_demo_command"]
 
@@ -34,16 +33,14 @@ def add_demo_command(commands: Any) -> None:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from hpo._atomic import check_replaceable
+    from hpo._atomic import check_out
     from hpo.config import parse_config
     from hpo.data.prepare import PrepareParams
     from hpo.data.synth import SynthParams
     from hpo.study import load_study
 
     out: Path = args.out.resolve()
-    if out.exists() and not args.force:
-        raise InputError(f"{out}: already exists; pass --force to start over or choose another --out")
-    check_replaceable(args.out)  # --force never deletes the current directory, home or a root
+    check_out(out, force=args.force, directory=True)  # --force never deletes the current directory, home or a root
     synth = SynthParams(sequences=args.sequences, tracks=args.tracks, seed=args.seed)
     synth.validate()
     prepare = PrepareParams(seed=args.seed)

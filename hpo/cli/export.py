@@ -63,7 +63,7 @@ def _targets(out: Path, fmt: str) -> list[Path]:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from hpo._atomic import STDOUT, check_replaceable
+    from hpo._atomic import STDOUT, check_out, check_replaceable
     from storage.db import sqlite_file
 
     to_stdout = args.out == STDOUT
@@ -88,13 +88,11 @@ def _cmd_export(args: argparse.Namespace) -> int:
         for target in targets:
             if target.is_dir():
                 raise InputError(f"--out {args.out}: {target} is a directory; give a file name")
-            if target.exists() and not args.force:
-                raise InputError(f"{target}: already exists; choose another --out or pass --force to replace it")
     database = sqlite_file(args.storage)
     for target in targets:
-        check_replaceable(target, [p for p in [database] if p is not None])
+        check_out(target, force=args.force, inputs=[p for p in [database] if p is not None])
 
-    from hpo.artifacts import trial_vectors
+    from hpo.artifacts import present_vectors, trial_vectors
     from hpo.study import load_study
     from hpo.trials import study_dataset, trial_by_number
 
@@ -104,9 +102,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     for target in targets:
         check_replaceable(target, [dataset.path])
     vectors = trial_vectors(study, trial, config, dataset)
-    present = vectors.present
-    keys = [str(t) for t in dataset.songs["track_id"].to_numpy()[present]]
-    matrix = vectors.matrix[present]
+    keys, matrix = present_vectors(dataset.songs["track_id"].to_numpy(), vectors.matrix, vectors.present)
     _write(fmt, args.out, keys, matrix, to_stdout)
     summary = {"study": args.name, "trial": args.trial, "seed": vectors.seed, "source": vectors.source,
                "format": fmt, "out": [str(t) for t in targets] if targets else "-", "vectors": len(keys),

@@ -149,7 +149,7 @@ def _print_snapshot(snapshot: dict[str, Any]) -> None:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from hpo._atomic import STDOUT, atomic_write, check_replaceable
+    from hpo._atomic import STDOUT, atomic_write, check_out
     from storage.db import sqlite_file
     from storage.results import snapshot_frame
 
@@ -161,10 +161,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
         pass
     elif args.out.is_dir():
         raise InputError(f"--out {args.out}: is a directory; give a file name such as {args.out / ('front.' + fmt)}")
-    elif args.out.exists() and not args.force:
-        raise InputError(f"{args.out}: already exists; choose another --out or pass --force to replace it")
     if not to_stdout:
-        check_replaceable(args.out, [p for p in [sqlite_file(args.storage)] if p is not None])
+        check_out(args.out, force=args.force, inputs=[p for p in [sqlite_file(args.storage)] if p is not None])
     snapshot = _latest(args.name, args.storage)
     if snapshot is None:
         from hpo.study import load_study

@@ -70,7 +70,7 @@ def add_study_commands(commands: Any) -> Any:
 
 
 def _cmd_study_init(args: argparse.Namespace) -> int:
-    from hpo._atomic import STDOUT, atomic_write_text
+    from hpo._atomic import STDOUT, atomic_write_text, check_out
     from hpo.config import EXAMPLE_CONFIG
 
     if args.out == STDOUT:
@@ -78,8 +78,7 @@ def _cmd_study_init(args: argparse.Namespace) -> int:
         return 0
     if args.out.is_dir():
         raise InputError(f"--out {args.out}: is a directory; give a file name such as {args.out / 'study.toml'}")
-    if args.out.exists() and not args.force:
-        raise InputError(f"{args.out}: already exists; choose another --out or pass --force")
+    check_out(args.out, force=args.force)
     atomic_write_text(args.out, EXAMPLE_CONFIG)
     print(args.out)
     return 0

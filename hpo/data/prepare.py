@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from hpo import __version__
-from hpo._atomic import atomic_directory
+from hpo._atomic import atomic_directory, check_out
 from hpo._progress import steps
 from hpo.data.dataset import FORMAT_NAME, FORMAT_VERSION, SPLITS, content_fingerprint, file_sha256
 from hpo.data.readers import RawDataset
@@ -77,8 +77,7 @@ def prepare_dataset(
     """Split, code and write ``raw`` to directory ``out`` atomically; return the manifest."""
     params.validate()
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise InputError(f"{out}: output directory already exists; choose another --out or pass --force to replace it")
+    check_out(out, force=overwrite, directory=True)
     progress = steps("prepare", ["coding", "splitting", "pairs", "hard negatives", "writing"])
     rng = np.random.default_rng(params.seed)
 
