@@ -104,7 +104,14 @@ def study_dataset(study: optuna.Study, config: StudyConfig, dataset_path: str | 
     Refuses a dataset whose fingerprint differs from the one the study was created with: every worker
     and every re-evaluation must read the same data.
     """
-    dataset = PreparedDataset.load(dataset_path or config.dataset)
+    try:
+        dataset = PreparedDataset.load(dataset_path or config.dataset)
+    except InputError as exc:
+        if dataset_path is not None:
+            raise
+        # A worker on another machine finds nothing at the path the study was created with.
+        raise InputError(f"{exc} (the study's dataset path; where the dataset lives elsewhere, pass --dataset "
+                         "with this machine's copy)") from exc
     expected = study.user_attrs.get(FINGERPRINT_ATTR)
     if expected and dataset.fingerprint != expected:
         raise InputError(

@@ -4,6 +4,7 @@ several `songhpo study run` processes share one study; a worker killed with SIGK
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import time
@@ -14,7 +15,7 @@ from optuna.trial import TrialState
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import DBAPIError
 
-from tests.conftest import run_cli, start_cli, tiny_study_config, write_toml
+from tests.conftest import assert_one_line_error, run_cli, start_cli, tiny_study_config, write_toml
 
 
 def test_three_workers_share_one_study(prepared_synth: Path, server_url: str, tmp_path: Path) -> None:
@@ -45,6 +46,33 @@ def test_three_workers_share_one_study(prepared_synth: Path, server_url: str, tm
     assert status.returncode == 0, status.stderr
     assert json.loads(status.stdout)["trials"]["complete"] == len(complete)
 
+
+def test_a_second_machine_joins_with_its_own_copy_of_the_dataset(prepared_synth: Path, synth_dir: Path,
+                                                                  postgres_url: str, tmp_path: Path) -> None:
+    """README's recipe for several machines: workers join by study name and --storage, each with the prepared
+    dataset at its own path (shared or copied), checked by fingerprint against the study's."""
+    here = shutil.copytree(prepared_synth, tmp_path / "machine-a" / "prepared")
+    there = shutil.copytree(prepared_synth, tmp_path / "machine-b" / "prepared")
+    config = write_toml(tmp_path / "study.toml", tiny_study_config(here, postgres_url, trials=5))
+    first = run_cli("study", "run", str(config), "--n-trials", "2")
+    assert first.returncode == 0, first.stderr
+    assert json.loads(first.stdout)["completed"] == 2
+    # Machine B has no file at machine A's path: it can only train on its own copy.
+    here.rename(tmp_path / "machine-a" / "moved")
+    assert_one_line_error(run_cli("study", "run", "tiny", "--storage", postgres_url), str(here), "--dataset",
+                          allow_logs=True)
+    other = tmp_path / "other"
+    prepared = run_cli("data", "prepare", str(synth_dir), "--out", str(other), "--seed", "4")
+    assert prepared.returncode == 0, prepared.stderr
+    assert_one_line_error(run_cli("study", "run", "tiny", "--storage", postgres_url, "--dataset", str(other)),
+                          str(other), "fingerprint", "differs from the study's dataset", "--dataset", allow_logs=True)
+    second = run_cli("study", "run", "tiny", "--storage", postgres_url, "--dataset", str(there))
+    assert second.returncode == 0, second.stderr
+    assert json.loads(second.stdout)["completed"] == 3
+    study = optuna.load_study(study_name="tiny", storage=postgres_url)
+    complete = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(complete) == 5
+    assert len({tuple(sorted(t.params.items())) for t in complete}) == 5
 
 #: Trials RUNNING in Optuna's tables whose worker has recorded a heartbeat and the parameters it trains with
 #: (``gensim_params`` is stored once every parameter is suggested, right before training).
