@@ -6,10 +6,13 @@ import gzip
 import io
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from hpo.data.readers import primary_genres_from_tags, read_generic, read_input, read_plays, read_yes
+from hpo.data.readers import _positions, primary_genres_from_tags, read_generic, read_input, read_plays, read_yes
 from storage.errors import InputError
 from tests.conftest import shared_dataset
 
@@ -132,3 +135,19 @@ def test_a_parquet_page_with_invalid_utf8_is_one_input_error(tmp_path: Path) -> 
     _write(TRACKS, tmp_path / "tracks.csv")
     with pytest.raises(InputError, match=r"plays\.parquet: cannot read the table \(.*Invalid UTF8"):
         read_input(tmp_path)
+
+
+_POSITION_TEXT = st.one_of(
+    st.integers(-(2**70), 2**70).map(str),
+    st.sampled_from(["1.0", "1.5", " 7 ", "+3", "007", "1e3", "0x10", "nan", "inf", "-0", "", "12a", "\t4\n"]),
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_POSITION_TEXT, min_size=1, max_size=8))
+def test_positions_parse_exactly_as_pandas_to_numeric(texts: list[str]) -> None:
+    # The Arrow fast path for clean integer columns must give what the pandas path gives, value for value.
+    column = pd.Series(texts, dtype="string")
+    fast = _positions(column).to_numpy(dtype=float, na_value=np.nan)
+    reference = pd.to_numeric(column.str.strip(), errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    np.testing.assert_array_equal(fast, reference)
