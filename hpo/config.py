@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from hpo.choices import DEFAULT_MAX_PAIRS
+from hpo.choices import DEFAULT_COHERENCE_SAMPLE, DEFAULT_MAX_PAIRS
 from objectives.word2vec import GENSIM_DEFAULTS, TUNABLE_PARAMETERS
 from storage.errors import InputError
 
@@ -114,7 +114,7 @@ class SamplerConfig(_Strict):
 class EvaluationConfig(_Strict):
     k: Annotated[int, Field(ge=1)] = 100
     coherence_k: Annotated[int, Field(ge=1)] | None = None
-    coherence_sample: Annotated[int, Field(ge=1)] = 20_000
+    coherence_sample: Annotated[int, Field(ge=1)] = DEFAULT_COHERENCE_SAMPLE
     ch_sample: Annotated[int, Field(ge=2)] = 50_000
     n_buckets: Annotated[int, Field(ge=1)] = 10
     #: Cap on the next-song pairs (in-set and out-of-set together) a trial evaluates: above it, a seeded
@@ -332,10 +332,10 @@ confidence = 0.95                     # of the paired test
 [evaluation]
 k = 100                               # neighbours for HitRate / NDCG / HardNeg
 # coherence_k = 100                   # neighbours for local coherence (default: k)
-coherence_sample = 20000              # songs sampled for local coherence
+coherence_sample = @COHERENCE@# songs sampled for local coherence
 ch_sample = 50000                     # songs sampled for Calinski-Harabasz
 n_buckets = 10                        # popularity buckets
-max_pairs = @MAX_PAIRS@                     # next-song pairs evaluated; above it a seeded sample, with standard errors
+max_pairs = @MAX_PAIRS@# next-song pairs evaluated; above it a seeded sample, with standard errors
 
 [training]
 workers = 1                           # gensim threads; 1 is reproducible, more is faster
@@ -354,5 +354,6 @@ max_retry = 3
 # Entries here override the preset: a table replaces a range, a plain value fixes a parameter (say
 # min_count = 1 to give every song a vector). The default preset searches (on sparse data also min_count 1-5):
 [search_space]
-'''.replace("@MAX_PAIRS@", f"{DEFAULT_MAX_PAIRS:<5}") + "\n".join(
+'''.replace("@MAX_PAIRS@", f"{DEFAULT_MAX_PAIRS:<26}").replace(
+    "@COHERENCE@", f"{DEFAULT_COHERENCE_SAMPLE:<19}") + "\n".join(
     _toml_entry(name, spec) for name, spec in DEFAULT_SEARCH_SPACE.items()) + "\n"

@@ -135,7 +135,7 @@ class EvaluationSettings:
     coherence_k : int or None
         Neighbours used by coherence; ``None`` means ``k``.
     coherence_sample : int
-        Max songs averaged per coherence metric (seeded sample, default 20,000).
+        Max songs averaged per coherence metric (seeded sample, default 5,000).
     ch_sample : int
         Max songs per Calinski-Harabasz score (seeded sample, default 50,000).
     seed : int
@@ -150,7 +150,7 @@ class EvaluationSettings:
 
     k: int = 100
     coherence_k: int | None = None
-    coherence_sample: int = 20_000
+    coherence_sample: int = 5_000
     ch_sample: int = 50_000
     seed: int = 0
     n_buckets: int = 10
