@@ -151,3 +151,19 @@ def test_positions_parse_exactly_as_pandas_to_numeric(texts: list[str]) -> None:
     fast = _positions(column).to_numpy(dtype=float, na_value=np.nan)
     reference = pd.to_numeric(column.str.strip(), errors="coerce").to_numpy(dtype=float, na_value=np.nan)
     np.testing.assert_array_equal(fast, reference)
+
+
+def test_parquet_columns_read_as_pandas_own_text_whatever_their_type(tmp_path: Path) -> None:
+    # Strings and integers are converted in Arrow (memory at MPD size); every other type keeps pandas' text.
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from hpo.data.readers import read_table
+
+    table = pa.table({"sequence_id": ["a", None], "position": [1, 2], "track_id": pa.array([10, 11]),
+                      "weight": [1.0, 2.5], "liked": [True, None],
+                      "when": pa.array([0, 10**9], type=pa.timestamp("s"))})
+    pq.write_table(table, tmp_path / "plays.parquet")
+    expected = table.to_pandas().astype("string")
+    expected["_row"] = np.array([1, 2], dtype=np.int64)
+    pd.testing.assert_frame_equal(read_table(tmp_path / "plays.parquet", ("sequence_id",)), expected)

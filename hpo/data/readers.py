@@ -153,8 +153,13 @@ def read_table(path: str | Path, required: tuple[str, ...], optional: tuple[str,
             # MPD size (66M plays) converting the whole table at once held three copies of it (~10 GB).
             frame = pd.DataFrame(index=pd.RangeIndex(table.num_rows))
             for column in table.column_names:
-                frame[column] = pd.array(table.column(column).cast(pa.large_string()), dtype="string")
+                values = table.column(column)
+                if pa.types.is_string(values.type) or pa.types.is_large_string(values.type) or pa.types.is_integer(values.type):
+                    frame[column] = pd.array(values.cast(pa.large_string()), dtype="string")
+                else:  # floats, dates, booleans: pandas' own text for them, as before
+                    frame[column] = values.to_pandas().astype("string").array
                 table = table.drop_columns([column])
+                del values
                 pa.default_memory_pool().release_unused()
             first_row = 1
         else:
