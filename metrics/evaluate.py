@@ -30,7 +30,7 @@ from metrics.clustering import calinski_harabasz
 from metrics.coherence import local_coherence, sample_songs
 from metrics.false_neighbours import hardneg_counts
 from metrics.next_song import _gains, _hits, hit_rate, ndcg, next_song_ranks
-from metrics.popularity import assign_buckets
+from metrics.popularity import assign_buckets, equal_pair_edges
 from metrics.popularity import bucket_edges as _bucket_edges
 from metrics.sampling import evaluation_sample, standard_error, stratified_bucket_means
 
@@ -183,7 +183,11 @@ class EvaluationResult:
         Exactly the keys of :data:`METRIC_KEYS`. Metric values are floats, supports and
         counts are ints; an unavailable metric is ``None`` (never 0, never nan).
     buckets : dict
-        ``{"edges": [...], "by_target": {...}, "by_query": {...}}``; each breakdown maps
+        ``{"edges": [...], "by_target": {...}, "by_query": {...}, "by_target_equal_pairs": {...}}``;
+        ``by_target`` and ``by_query`` use ``edges`` (equal numbers of songs per bucket,
+        :func:`metrics.popularity.bucket_edges`); ``by_target_equal_pairs`` buckets the target
+        songs by its own ``"edges"`` (equal numbers of the split's pairs per bucket,
+        :func:`metrics.popularity.equal_pair_edges`). Each breakdown maps
         ``"pairs"``, ``"hitrate"``, ``"ndcg"`` to one list entry per bucket, over all
         pairs (in-set then out-of-set), with ``None`` for empty buckets; and
         ``"pairs_sampled"``, ``"hitrate_se"``, ``"ndcg_se"``: the evaluated pairs of each
@@ -353,8 +357,9 @@ def evaluate(embeddings: npt.ArrayLike, data: EvaluationData,
 def _popularity_buckets(data: EvaluationData, edges: np.ndarray,
                         sampled: tuple[np.ndarray, np.ndarray], populations: tuple[int, int],
                         values: tuple[np.ndarray, np.ndarray]) -> dict[str, Any]:
-    """``buckets`` of :class:`EvaluationResult`: per bucket of the target and of the query song,
-    the split's pair count and the (sampled) HitRate/NDCG with their standard errors.
+    """``buckets`` of :class:`EvaluationResult`: per bucket of the target and of the query song
+    (equal-song buckets) and per equal-pair bucket of the target song, the split's pair count
+    and the (sampled) HitRate/NDCG with their standard errors.
 
     ``sampled`` = the evaluated in-set and out-of-set pairs, ``populations`` = the number of pairs
     of each side, ``values`` = ``(hits, gains)`` of the evaluated pairs (in-set then out-of-set).
@@ -364,12 +369,17 @@ def _popularity_buckets(data: EvaluationData, edges: np.ndarray,
     pairs = np.concatenate(sampled)
     strata = np.repeat(np.arange(2, dtype=np.int64), [sampled[0].shape[0], sampled[1].shape[0]])
     population = np.asarray(populations, dtype=np.int64)
+    every_target = np.concatenate([data.pairs_in[:, 1], data.pairs_out[:, 1]])
+    # The second bucketing of the targets: about a tenth of the split's pairs (all of them, not the
+    # sample) per bucket. Without pairs there is nothing to split: the songs' edges stand in.
+    pair_edges = equal_pair_edges(counts, every_target, n_buckets) if every_target.size else edges
     out: dict[str, Any] = {"edges": edges.tolist()}
-    for side, column in (("by_target", 1), ("by_query", 0)):
+    for side, column, side_edges in (("by_target", 1, edges), ("by_query", 0, edges),
+                                     ("by_target_equal_pairs", 1, pair_edges)):
         every = np.concatenate([data.pairs_in[:, column], data.pairs_out[:, column]])
-        ids = assign_buckets(counts[pairs[:, column]], edges)
+        ids = assign_buckets(counts[pairs[:, column]], side_edges)
         entry: dict[str, Any] = {
-            "pairs": [int(v) for v in np.bincount(assign_buckets(counts[every], edges),
+            "pairs": [int(v) for v in np.bincount(assign_buckets(counts[every], side_edges),
                                                   minlength=n_buckets)]}
         for name, metric_values in zip(("hitrate", "ndcg"), values, strict=True):
             means, ses = stratified_bucket_means(metric_values, ids, n_buckets, strata, population)
@@ -377,6 +387,8 @@ def _popularity_buckets(data: EvaluationData, edges: np.ndarray,
             entry[f"{name}_se"] = [_clean(v) for v in ses]
         entry["pairs_sampled"] = [int(v) for v in np.bincount(ids, minlength=n_buckets)]
         out[side] = {key: entry[key] for key in _BUCKET_KEYS}
+        if side == "by_target_equal_pairs":
+            out[side]["edges"] = side_edges.tolist()
     return out
 
 

@@ -3,6 +3,10 @@
 Songs are split into equal-population buckets by their training play count (bucket 0 =
 least played), and HitRate/NDCG are reported per bucket of the target song and per bucket
 of the query song, which shows whether an embedding only works for popular songs.
+
+Equal-song deciles put most of the evaluation pairs in the top decile (popular songs are the
+targets of most pairs). :func:`equal_pair_edges` gives the second bucketing: edges at the
+quantiles of the target's play count over the pairs, so each bucket holds about as many pairs.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import numpy.typing as npt
 from metrics import _validation as _v
 from metrics.next_song import _gains, _hits
 
-__all__ = ["assign_buckets", "bucket_edges", "bucketed_ranking_metrics"]
+__all__ = ["assign_buckets", "bucket_edges", "bucketed_ranking_metrics", "equal_pair_edges"]
 
 
 def _as_counts(values: npt.ArrayLike, name: str) -> np.ndarray:
@@ -63,6 +67,38 @@ def bucket_edges(train_counts: npt.ArrayLike, n_buckets: int = 10) -> np.ndarray
     edges = np.quantile(counts, np.linspace(0.0, 1.0, n_buckets + 1))
     # Interpolation can produce 1-ulp inversions between equal quantiles.
     return np.maximum.accumulate(edges)
+
+
+def equal_pair_edges(train_counts: npt.ArrayLike, targets: npt.ArrayLike, n_buckets: int = 10) -> np.ndarray:
+    """Edges of ``n_buckets`` buckets holding about equal numbers of *pairs* by target popularity.
+
+    Parameters
+    ----------
+    train_counts : array_like, shape (n_songs,)
+        Training play count of every song (non-negative, finite).
+    targets : array_like of int, shape (n_pairs,)
+        Target song of every evaluation pair of the split (each pair counts once; a song is
+        repeated as often as it is a target). Must not be empty.
+    n_buckets : int, default 10
+        Number of buckets, ``>= 1``.
+
+    Returns
+    -------
+    np.ndarray
+        ``(n_buckets + 1,)`` float64, non-decreasing: :func:`bucket_edges` of the per-pair
+        target counts ``train_counts[targets]``. Assign with :func:`assign_buckets`; as there,
+        ties at an edge (a popular song is the target of many pairs) go to the lowest bucket
+        that can hold them, so buckets are only as equal as the ties allow.
+    """
+    counts = _as_counts(train_counts, "train_counts")
+    ids = np.asarray(targets)
+    if ids.ndim != 1 or (ids.size and (ids.dtype == np.bool_ or not np.issubdtype(ids.dtype, np.integer))):
+        raise ValueError(f"targets must be 1-D song ids, got shape {ids.shape} and dtype {ids.dtype}")
+    if ids.size == 0:
+        raise ValueError("targets must not be empty")
+    if ids.min() < 0 or ids.max() >= counts.size:
+        raise ValueError(f"targets must be song ids in [0, {counts.size}), got values in [{ids.min()}, {ids.max()}]")
+    return bucket_edges(counts[ids], n_buckets)
 
 
 def assign_buckets(train_counts_of_songs: npt.ArrayLike, edges: npt.ArrayLike) -> np.ndarray:

@@ -106,8 +106,8 @@ class TrialMetric(Base):
 class BucketMetric(Base):
     """HitRate and NDCG@K of the pairs whose target (or query) song falls in one popularity bucket.
 
-    Buckets are equal-population ranges of training play counts as ``metrics.popularity`` assigns
-    them: bucket 0 is ``[edge_low, edge_high]``, every later bucket ``(edge_low, edge_high]``.
+    Buckets are ranges of training play counts as ``metrics.popularity`` assigns them (equal numbers of
+    songs, or of pairs for side ``eqpairs``): bucket 0 is ``[edge_low, edge_high]``, every later bucket ``(edge_low, edge_high]``.
     """
 
     __tablename__ = "songhpo_bucket_metrics"
@@ -121,7 +121,8 @@ class BucketMetric(Base):
     trial: Mapped[int] = mapped_column(Integer)
     split: Mapped[str] = mapped_column(String(16))
     seed: Mapped[int] = mapped_column(BigInteger)
-    #: ``target`` (bucket of the song to predict) or ``query`` (bucket of the song asked about).
+    #: ``target`` (bucket of the song to predict) or ``query`` (bucket of the song asked about), both with
+    #: equal-song buckets, or ``eqpairs`` (the target's bucket among buckets of about equal pair counts).
     side: Mapped[str] = mapped_column(String(8))
     bucket: Mapped[int] = mapped_column(Integer)
     edge_low: Mapped[float] = mapped_column(Double)

@@ -55,9 +55,10 @@ __all__ = [
     "update_member",
 ]
 
-#: Bucket breakdowns: by the popularity of the target song, and of the query song.
-SIDES = ("target", "query")
-_SIDE_KEYS = {"target": "by_target", "query": "by_query"}
+#: Bucket breakdowns: by the popularity of the target song, of the query song (equal-song buckets) and of the
+#: target song in equal-pair buckets (``eqpairs``: each bucket holds about as many pairs, with its own edges).
+SIDES = ("target", "query", "eqpairs")
+_SIDE_KEYS = {"target": "by_target", "query": "by_query", "eqpairs": "by_target_equal_pairs"}
 _METRICS: Table = TrialMetric.__table__  # type: ignore[assignment]
 _BUCKETS: Table = BucketMetric.__table__  # type: ignore[assignment]
 _DATASETS: Table = Dataset.__table__  # type: ignore[assignment]
@@ -184,10 +185,12 @@ def claim_worker_number(url: str, study: str, owner: str) -> int:
 
 
 def _bucket_rows(study: str, trial: int, split: str, seed: int, buckets: Mapping[str, Any]) -> list[dict[str, Any]]:
-    edges = [float(e) for e in buckets["edges"]]
     rows = []
     for side in SIDES:
-        breakdown = buckets[_SIDE_KEYS[side]]
+        breakdown = buckets.get(_SIDE_KEYS[side])
+        if breakdown is None:  # results computed before the equal-pair breakdown existed
+            continue
+        edges = [float(e) for e in breakdown.get("edges", buckets["edges"])]
         for bucket in range(len(edges) - 1):
             rows.append({
                 "study": study, "trial": trial, "split": split, "seed": seed, "side": side, "bucket": bucket,
@@ -224,7 +227,8 @@ def record_model_metrics(
     """Record the metrics (and popularity-bucket metrics) of one trained model, in one transaction.
 
     ``metrics`` maps metric names to numbers or ``None`` (stored as ``NULL``, never 0); ``buckets`` is
-    the ``{"edges", "by_target", "by_query"}`` dict of :func:`metrics.evaluate.evaluate`. Idempotent:
+    the ``{"edges", "by_target", "by_query", "by_target_equal_pairs"}`` dict of :func:`metrics.evaluate.evaluate`
+    (a breakdown it lacks is not recorded). Idempotent:
     rows that exist already are kept. Returns whether any row was new.
     """
     with write_transaction(engine_for(url)) as connection:
@@ -243,7 +247,8 @@ def model_results(
 ) -> dict[int, dict[str, Any]]:
     """Recorded metrics and buckets of trial ``trial`` for each of ``seeds`` that has them.
 
-    Returns ``{seed: {"metrics": {name: value}, "buckets": {"edges", "by_target", "by_query"} | None}}``.
+    Returns ``{seed: {"metrics": {name: value}, "buckets": {"edges", "by_target", "by_query",
+    "by_target_equal_pairs"} | None}}`` (``by_target_equal_pairs``, with its own ``edges``, only when recorded).
     """
     with engine_for(url).connect() as connection:
         return _model_results(connection, study, trial, seeds, split)
@@ -280,11 +285,16 @@ def _buckets_from_rows(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     edges = [r["edge_low"] for r in first] + [first[-1]["edge_high"]]
     out: dict[str, Any] = {"edges": edges}
     for side in SIDES:
+        if not by_side[side]:  # recorded before the equal-pair breakdown existed
+            continue
         out[_SIDE_KEYS[side]] = {
             "pairs": [int(r["pairs"]) for r in by_side[side]],
             "hitrate": [r["hitrate"] for r in by_side[side]],
             "ndcg": [r["ndcg"] for r in by_side[side]],
         }
+        if side == "eqpairs":
+            mine = by_side[side]
+            out[_SIDE_KEYS[side]]["edges"] = [r["edge_low"] for r in mine] + [mine[-1]["edge_high"]]
     return out
 
 

@@ -99,16 +99,21 @@ def _reference(emb: np.ndarray, present: np.ndarray, arrays: dict[str, np.ndarra
     edges = np.quantile(counts, np.linspace(0, 1, n_buckets + 1))  # equal-population edges
     pairs = np.r_[arrays["pairs_in"], arrays["pairs_out"]]
     ranks = np.r_[r_in, r_out]
+    # Equal-pair edges: the quantiles of the target's count with every pair counted once (a song as often as
+    # it is a target).
+    pair_edges = np.quantile([counts[t] for t in pairs[:, 1]], np.linspace(0, 1, n_buckets + 1))
     buckets: dict[str, Any] = {"edges": edges.tolist()}
-    for key, column in (("by_target", 1), ("by_query", 0)):
+    for key, column, side_edges in (("by_target", 1, edges), ("by_query", 0, edges),
+                                    ("by_target_equal_pairs", 1, pair_edges)):
         members: list[list[int]] = [[] for _ in range(n_buckets)]
         for i, song in enumerate(pairs[:, column]):
-            members[_reference_bucket(counts[song], edges)].append(i)
+            members[_reference_bucket(counts[song], side_edges)].append(i)
         buckets[key] = {
             "pairs": [len(m) for m in members],
             "hitrate": [ref_hit_rate(ranks[m], k) if m else None for m in members],
             "ndcg": [ref_ndcg(ranks[m], k) if m else None for m in members],
         }
+    buckets["by_target_equal_pairs"]["edges"] = pair_edges.tolist()
     return metrics, buckets
 
 
@@ -147,8 +152,11 @@ def test_every_key_of_evaluate_matches_brute_force(seed: int, k: int, coherence_
     assert wrong == {}
     assert set(result.buckets) == set(expected_buckets)
     assert result.buckets["edges"] == pytest.approx(expected_buckets["edges"], rel=1e-12)
-    for side in ("by_target", "by_query"):
-        assert set(result.buckets[side]) == {"pairs", "hitrate", "ndcg", "pairs_sampled", "hitrate_se", "ndcg_se"}
+    pair_edges = result.buckets["by_target_equal_pairs"]["edges"]
+    assert pair_edges == pytest.approx(expected_buckets["by_target_equal_pairs"]["edges"], rel=1e-12)
+    for side in ("by_target", "by_query", "by_target_equal_pairs"):
+        assert set(result.buckets[side]) - {"edges"} == {"pairs", "hitrate", "ndcg", "pairs_sampled", "hitrate_se",
+                                                         "ndcg_se"}
         for name in ("pairs", "hitrate", "ndcg"):
             got, want = result.buckets[side][name], expected_buckets[side][name]
             assert len(got) == len(want) == n_buckets

@@ -17,7 +17,7 @@ from metrics.coherence import local_coherence, sample_songs
 from metrics.false_neighbours import hardneg_at_k
 from metrics.knn import knn_table
 from metrics.next_song import hit_rate, ndcg, next_song_ranks
-from metrics.popularity import assign_buckets, bucket_edges, bucketed_ranking_metrics
+from metrics.popularity import assign_buckets, bucket_edges, bucketed_ranking_metrics, equal_pair_edges
 from tests.test_metrics_reference import (
     brute_knn,
     neighbour_dict,
@@ -356,6 +356,57 @@ def test_buckets_hand_example_and_clipping():
         bucket_edges([1, -2], 3)
     with pytest.raises(ValueError, match="edges"):
         assign_buckets([1], [3.0, 1.0])
+
+
+@PROPS
+@given(counts=st.lists(st.integers(0, 40), min_size=1, max_size=60), n_buckets=st.integers(1, 12),
+       data=st.data())
+def test_property_equal_pair_edges_count_every_pair_once(counts, n_buckets, data):
+    counts = np.array(counts)
+    targets = np.array(data.draw(st.lists(st.integers(0, counts.size - 1), min_size=1, max_size=200)))
+    edges = equal_pair_edges(counts, targets, n_buckets)
+    # Reference: one entry per pair, the target's count, in a plain Python list.
+    per_pair = sorted(int(counts[t]) for t in targets.tolist())
+    np.testing.assert_allclose(edges, np.quantile(per_pair, np.linspace(0, 1, n_buckets + 1)), rtol=1e-12)
+    buckets = assign_buckets(counts[targets], edges)
+    for song in np.unique(targets):  # a song's pairs are never split over buckets, however many they are
+        assert np.unique(buckets[targets == song]).size == 1
+    order = np.argsort(counts[targets], kind="stable")
+    assert (np.diff(buckets[order]) >= 0).all()
+
+
+@PROPS
+@given(m=st.integers(1, 20), n_buckets=st.integers(1, 10), seed=st.integers(0, 2**32 - 1))
+def test_property_equal_pair_buckets_hold_equal_pair_counts(m, n_buckets, seed):
+    # Every pair has its own target song, and the songs' counts are distinct: nothing ties, so each bucket
+    # holds exactly m pairs (the hand example below covers a song that is the target of many pairs).
+    rng = np.random.default_rng(seed)
+    n_pairs = m * n_buckets
+    counts = rng.permutation(n_pairs) * 2 + 1
+    targets = rng.permutation(n_pairs)
+    sizes = np.bincount(assign_buckets(counts[targets], equal_pair_edges(counts, targets, n_buckets)),
+                        minlength=n_buckets)
+    assert sizes.tolist() == [m] * n_buckets
+
+
+def test_equal_pair_edges_hand_example_with_ties_at_the_edges():
+    counts = np.array([1, 2, 3, 4, 100])
+    targets = np.array([4, 0, 4, 1, 4, 2, 4, 3, 4, 4])  # the popular song is the target of 6 of 10 pairs
+    edges = equal_pair_edges(counts, targets, 5)
+    # Per-pair counts 1, 2, 3, 4, 100 x 6: quantiles at positions 0, 1.8, 3.6, 5.4, 7.2, 9.
+    np.testing.assert_allclose(edges, [1, 2.8, 61.6, 100, 100, 100])
+    buckets = assign_buckets(counts[targets], edges)
+    # 100 equals three edges: it goes to the lowest bucket that holds it, with all six of its pairs.
+    assert np.bincount(buckets, minlength=5).tolist() == [2, 2, 6, 0, 0]
+    # Equal-song edges over the same five songs would give the popular song one fifth of the songs.
+    assert np.bincount(assign_buckets(counts[targets], bucket_edges(counts, 5)), minlength=5).tolist() == [
+        1, 1, 1, 1, 6]
+    with pytest.raises(ValueError, match="targets"):
+        equal_pair_edges(counts, [], 5)
+    with pytest.raises(ValueError, match="targets"):
+        equal_pair_edges(counts, [5], 5)
+    with pytest.raises(ValueError, match="targets"):
+        equal_pair_edges(counts, [0.5], 5)
 
 
 def test_bucketed_ranking_metrics_match_loops():

@@ -119,11 +119,12 @@ def test_trial_rows_follow_a_running_study(storage_url: str, prepared_synth: Pat
     for trial in complete:
         attr = trial.user_attrs["buckets"]
         mine = buckets[buckets.trial == trial.number]
-        for side, key in (("target", "by_target"), ("query", "by_query")):
+        for side, key in (("target", "by_target"), ("query", "by_query"), ("eqpairs", "by_target_equal_pairs")):
             rows = mine[mine.side == side].sort_values("bucket")
-            assert rows["bucket"].tolist() == list(range(len(attr["edges"]) - 1))
-            assert rows["edge_low"].tolist() == attr["edges"][:-1]
-            assert rows["edge_high"].tolist() == attr["edges"][1:]
+            edges = attr[key].get("edges", attr["edges"])  # the equal-pair bucketing has its own
+            assert rows["bucket"].tolist() == list(range(len(edges) - 1))
+            assert rows["edge_low"].tolist() == edges[:-1]
+            assert rows["edge_high"].tolist() == edges[1:]
             assert rows["pairs"].tolist() == attr[key]["pairs"]
             for metric in ("hitrate", "ndcg"):
                 assert all(_same(s, e) for s, e in zip(rows[metric].tolist(), attr[key][metric], strict=True))
@@ -152,7 +153,13 @@ def test_writers_are_idempotent_and_store_null_not_zero(storage_url: str, prepar
     assert store.recorded_runs(storage_url, "s", "validation") == {(4, 9)}
     back = store.model_results(storage_url, "s", 4, [9, 10], split="validation")
     assert list(back) == [9]
-    assert back[9]["buckets"] == buckets
+    assert back[9]["buckets"] == buckets  # recorded without the equal-pair bucketing: read back without it
+    # With it: its own edges come back with it (max 8 characters for the side: "eqpairs").
+    with_pairs = {**buckets, "by_target_equal_pairs": {"edges": [1.0, 4.0, 5.0], "pairs": [2, 1],
+                                                       "hitrate": [0.5, 1.0], "ndcg": [0.3, 0.5]}}
+    assert store.record_model_metrics(storage_url, "s", 4, split="validation", seed=10, metrics=metrics,
+                                      buckets=with_pairs)
+    assert store.model_results(storage_url, "s", 4, [10], split="validation")[10]["buckets"] == with_pairs
     # A dataset recorded twice (two workers starting) is one row.
     dataset = PreparedDataset.load(prepared_synth)
     from hpo.results import record_dataset
@@ -368,7 +375,7 @@ def test_two_workers_on_a_server_lose_nothing(prepared_synth: Path, server_url: 
                                                       "FROM songhpo_trial_metrics) AS d")[0])
         assert n_rows == n_distinct == sum(len(v) for v in stored.values())
         per_trial = dict(_rows(server_url, "SELECT trial, count(*) FROM songhpo_bucket_metrics GROUP BY trial"))
-        assert per_trial == {t.number: 2 * (len(t.user_attrs["buckets"]["edges"]) - 1) for t in complete}
+        assert per_trial == {t.number: len(store.SIDES) * (len(t.user_attrs["buckets"]["edges"]) - 1) for t in complete}
         # Re-recording everything (a worker restarting) adds nothing.
         assert not any(record_trial(server_url, "tiny", t) for t in complete)
     finally:
