@@ -30,6 +30,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 from scipy import stats
 
+from dashboards import proxy
 from dashboards.figures import error_bars
 from hpo._atomic import atomic_write_text
 from hpo.results import confidence_interval
@@ -40,6 +41,7 @@ __all__ = [
     "Verdict",
     "difference_interval",
     "mean_interval",
+    "anchor_dominance",
     "claim_verdicts",
     "compare",
     "render_markdown",
@@ -58,11 +60,13 @@ _MINIMISED = {"hardneg"}
 #: Modes a scale study may repeat.
 SCALE_BASES = ("nsga2", "nsga2-free")
 #: Main comparison columns: the mode's first chosen configuration.
-MAIN_LABELS = ("baseline", "ndcg", "clustering", "random", "nsga2", "nsga2 best-ndcg", "nsga2-free")
+MAIN_LABELS = ("baseline", "literature", "ndcg", "clustering", "random", "nsga2", "nsga2 best-ndcg", "nsga2-free")
+#: Main configurations that no search chose (published settings): on the page, left out of the claims.
+ANCHOR_LABELS = ("literature",)
 #: The multi-objective configurations the claims are judged on: the balanced compromises of random search and
 #: of NSGA-II with and without the safeguard (the claims are about multi-objective optimisation, not a sampler).
 MULTI_LABELS = ("random", "nsga2", "nsga2-free")
-_COLOURS = {"baseline": "#636363", "ndcg": "#d62728", "clustering": "#9467bd", "random": "#ff7f0e",
+_COLOURS = {"baseline": "#636363", "literature": "#8c564b", "ndcg": "#d62728", "clustering": "#9467bd", "random": "#ff7f0e",
             "nsga2": "#1f77b4", "nsga2 best-ndcg": "#17becf", "nsga2-free": "#2ca02c"}
 
 
@@ -164,26 +168,68 @@ def _seed_values(config: Mapping[str, Any], metric: str) -> list[Any]:
     return [run["metrics"].get(metric) for run in config.get("test_runs", [])]
 
 
-def _bucket_matrix(config: Mapping[str, Any], metric: str = "ndcg") -> np.ndarray | None:
-    """(seeds, buckets) test ``metric`` by target-song popularity bucket, or ``None``."""
-    rows = [run["buckets"]["by_target"][metric] for run in config.get("test_runs", []) if run.get("buckets")]
+#: The two bucketings of the target song's popularity: deciles of equal numbers of songs (``edges`` of the
+#: buckets) and deciles of equal numbers of pairs (the breakdown's own ``edges``).
+EQUAL_SONGS, EQUAL_PAIRS = "by_target", "by_target_equal_pairs"
+_BUCKETINGS = {EQUAL_SONGS: "equal-song deciles", EQUAL_PAIRS: "equal-pair deciles"}
+
+
+def _bucket_matrix(config: Mapping[str, Any], metric: str = "ndcg", key: str = EQUAL_SONGS) -> np.ndarray | None:
+    """(seeds, buckets) test ``metric`` by target-song popularity bucket of bucketing ``key``, or ``None``
+    (no run has that breakdown: results from before it existed)."""
+    rows = [run["buckets"][key][metric] for run in config.get("test_runs", [])
+            if run.get("buckets") and run["buckets"].get(key)]
     if not rows:
         return None
     return np.array([[np.nan if v is None else float(v) for v in row] for row in rows], dtype=float)
 
 
-def _edges(document: Mapping[str, Any]) -> list[float] | None:
+def _edges(document: Mapping[str, Any], key: str = EQUAL_SONGS) -> list[float] | None:
+    """Bucket edges (training plays) of bucketing ``key``; the same in every full-data test run."""
     for config in document["configurations"]:
+        if config["fraction"] != 1.0:
+            continue
         for run in config.get("test_runs", []):
-            if run.get("buckets"):
-                return list(run["buckets"]["edges"])
+            buckets = run.get("buckets") or {}
+            if buckets.get(key):
+                return list(buckets[key].get("edges", buckets["edges"]))
     return None
 
 
+def _study_seed(document: Mapping[str, Any], study: Mapping[str, Any]) -> int:
+    return int(study.get("seed", document["settings"].get("seed", 0)))
+
+
+def _pooled(configs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """One configuration from the same label's choices of several study seeds: their test runs together.
+
+    ``params`` stay when every seed chose the same parameters (so :func:`same_runs` still recognises a mode
+    that chose the baseline in every seed), else ``None``; ``study`` and ``trial`` list every choice.
+    """
+    if len(configs) == 1:
+        return dict(configs[0])
+    same = all(c.get("params") == configs[0].get("params") for c in configs)
+    # A run's seed follows its trial's, which follows the study seed: two runs with one seed under one label are
+    # one training reported twice (say, gensim's defaults from two experiment directories of the same seed).
+    runs = {r["seed"]: r for c in reversed(configs) for r in c.get("test_runs", [])}
+    return {**configs[0], "study": ", ".join(c["study"] for c in configs),
+            "trial": ", ".join(str(c["trial"]) for c in configs), "params": configs[0].get("params") if same else None,
+            "test_runs": [runs[seed] for seed in sorted(runs)], "pooled": len(configs)}
+
+
 def _main_configurations(document: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """Full-data configurations by label: baseline, each mode's choice (scale points excluded)."""
-    return {c["label"]: c for c in document["configurations"]
-            if c["label"] in MAIN_LABELS and c["fraction"] == 1.0 and c.get("test_runs")}
+    """Full-data configurations by label: baseline, literature, each mode's choice (scale points excluded); a
+    label chosen in several study seeds pools their test runs (:func:`_pooled`)."""
+    groups: dict[str, list[Mapping[str, Any]]] = {}
+    for c in document["configurations"]:
+        if c["label"] in MAIN_LABELS and c["fraction"] == 1.0 and c.get("test_runs"):
+            groups.setdefault(c["label"], []).append(c)
+    return {label: _pooled(groups[label]) for label in MAIN_LABELS if label in groups}
+
+
+def _claim_configurations(document: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    """The main configurations the paper's claims are about: the anchors that are not a search are left out."""
+    return {label: c for label, c in _main_configurations(document).items() if label not in ANCHOR_LABELS}
 
 
 def _objectives(document: Mapping[str, Any], mode: str) -> list[str]:
@@ -251,7 +297,7 @@ def _chose_baseline(document: Mapping[str, Any]) -> list[str]:
     main = _main_configurations(document)
     baseline = main.get("baseline")
     return [] if baseline is None else [label for label, c in main.items()
-                                        if label != "baseline" and same_runs(c, baseline)]
+                                        if label not in ("baseline", *ANCHOR_LABELS) and same_runs(c, baseline)]
 
 
 def _budget_note(document: Mapping[str, Any], labels: Sequence[str]) -> str:
@@ -263,12 +309,14 @@ def _budget_note(document: Mapping[str, Any], labels: Sequence[str]) -> str:
             "(raise --trials)")
 
 
-def _eligible_deciles(document: Mapping[str, Any]) -> list[int]:
-    """Indices of the popularity deciles whose every song has at least gensim's ``min_count`` training plays.
+def _eligible_deciles(document: Mapping[str, Any], key: str = EQUAL_SONGS) -> list[int]:
+    """Indices of the popularity deciles (of bucketing ``key``) whose every song has at least gensim's
+    ``min_count`` training plays.
 
-    A decile covers play counts in ``(low, high]``; ``min_count`` is not searched, so it is the baseline's.
+    A decile covers play counts in ``(low, high]``; ``min_count`` is the baseline's (searched or not, the
+    baseline trains gensim's default or the ``--fix`` value).
     """
-    edges = _edges(document)
+    edges = _edges(document, key)
     if edges is None:
         return []
     baseline = _main_configurations(document).get("baseline") or {}
@@ -297,9 +345,69 @@ def _popularity_disparity(matrix: np.ndarray) -> list[float]:
     return [float(np.nanmean(row[-half:]) - np.nanmean(row[:half])) for row in matrix]
 
 
+#: The head of the popularity range: the most popular deciles (of those with values), where the paper's
+#: anti-correlation is tested on its own.
+HEAD_DECILES = 3
+
+
+def _popularity_rule(head: bool) -> str:
+    where = (f"the {HEAD_DECILES} most popular of those deciles (the head)" if head else "all of those deciles")
+    lowest = "the head's least popular decile" if head else "the least popular of those deciles"
+    return ("baseline test NDCG@K by target-song popularity decile, in each bucketing (equal-song deciles: each holds a "
+            "tenth of the songs; equal-pair deciles: each holds about a tenth of the test pairs), over the deciles whose "
+            "songs all have at least min_count training plays (rarer songs get no vector from gensim, whatever the "
+            f"embedding) and hold pairs; over {where}: the Spearman correlation between decile and mean NDCG is "
+            f"negative, and {lowest} scores significantly above the most popular one (Welch interval over seeds); "
+            "supported when every bucketing these results have shows both, not supported when none shows either, "
+            "partly otherwise")
+
+
+def _popularity_trend(document: Mapping[str, Any], baseline: Mapping[str, Any] | None, key: str,
+                      head: bool) -> tuple[str, str]:
+    """``(outcome, evidence)`` of the anti-correlation test in bucketing ``key`` (see :func:`_popularity_rule`);
+    outcome is a verdict word, ``not testable`` without enough deciles or results."""
+    name = _BUCKETINGS[key]
+    matrix = None if baseline is None else _bucket_matrix(baseline, key=key)
+    if matrix is None:
+        why = ("not available in these results (recorded before songhpo computed them; re-run)" if key == EQUAL_PAIRS
+               and baseline is not None and _bucket_matrix(baseline) is not None else "no bucket results")
+        return "not testable", f"{name}: {why}"
+    columns = [j for j in _eligible_deciles(document, key) if np.isfinite(_column_means(matrix[:, [j]]))[0]]
+    if head:
+        columns = columns[-HEAD_DECILES:]
+    needed = HEAD_DECILES if head else 3
+    if len(columns) < needed:
+        return "not testable", (f"{name}: only {len(columns)} decile(s) with pairs hold songs with at least min_count "
+                                "training plays: too few for a trend")
+    sub = matrix[:, columns]
+    means = _column_means(sub)
+    rho = _spearman(means)
+    low_vs_high = difference_interval(sub[:, 0], sub[:, -1])
+    outcome = ("supported" if rho < 0 and low_vs_high.significant and low_vs_high.delta > 0  # type: ignore[operator]
+               else "partly supported" if rho < 0 else "not supported")
+    extra = "" if head else f" ({_spearman(_column_means(matrix)):+.2f} over all {matrix.shape[1]})"
+    return outcome, (f"{name}: Spearman ρ = {rho:+.2f} over deciles {columns[0] + 1}-{columns[-1] + 1}{extra}; decile "
+                     f"{columns[0] + 1} {_num(float(means[0]))} vs decile {columns[-1] + 1} {_num(float(means[-1]))} "
+                     f"(Δ {_num(low_vs_high.delta, 3)} [{_num(low_vs_high.low, 3)}, {_num(low_vs_high.high, 3)}])")
+
+
+def _combine_bucketings(results: Mapping[str, tuple[str, str]]) -> tuple[str, str]:
+    """One verdict from the outcomes of both bucketings: supported when every tested one is, not supported when
+    none shows a negative trend, partly otherwise; not testable when none could be tested."""
+    tested = [outcome for outcome, _ in results.values() if outcome != "not testable"]
+    evidence = "; ".join(text for _, text in results.values())
+    if not tested:
+        return "not testable", evidence
+    if all(o == "supported" for o in tested):
+        return "supported", evidence
+    if all(o == "not supported" for o in tested):
+        return "not supported", evidence
+    return "partly supported", evidence
+
+
 @dataclass(frozen=True)
 class Verdict:
-    key: str  # side_effects, mitigation, popularity, rebalancing, downstream, scale
+    key: str  # side_effects, mitigation, popularity, popularity_head, rebalancing, downstream, scale, ch_proxy
     claim: str
     rule: str
     verdict: str  # "supported", "partly supported", "not supported", "not testable"
@@ -308,8 +416,8 @@ class Verdict:
 
 def claim_verdicts(document: Mapping[str, Any]) -> list[Verdict]:
     """One :class:`Verdict` per paper claim, from the test runs of an experiment document."""
-    main = _main_configurations(document)
-    changes = _changes(document)
+    main = _claim_configurations(document)
+    changes = {label: diffs for label, diffs in _changes(document).items() if label not in ANCHOR_LABELS}
     verdicts = []
     core = [m for m in CORE_METRICS if _available(document, m)]
     # A mode that chose the baseline tuned nothing: it is left out of every claim (a budget too small to beat
@@ -371,35 +479,25 @@ def claim_verdicts(document: Mapping[str, Any]) -> list[Verdict]:
                                 _budget_note(document, needed) if needed
                                 else "needs the nsga2 mode and a single-objective mode"))
 
-    # 3a. next-song quality anti-correlated with popularity (baseline)
-    rule3 = ("baseline test NDCG@K by target-song popularity decile, over the deciles whose songs all have at least "
-             "min_count training plays (rarer songs get no vector from gensim, whatever the embedding): the Spearman "
-             "correlation between decile and NDCG is negative, and the least popular of those deciles scores "
-             "significantly above the most popular one")
+    # 3a. next-song quality anti-correlated with popularity (baseline), over the whole range and at the head, in
+    # both bucketings
     baseline = main.get("baseline")
     full_matrix = None if baseline is None else _bucket_matrix(baseline)
     eligible = _eligible_deciles(document)
+    for head in (False, True):
+        key = "popularity_head" if head else "popularity"
+        claim = ("Next-song quality is anti-correlated with popularity at the head (the most popular deciles)" if head
+                 else "Next-song quality is anti-correlated with popularity")
+        results = {bucketing: _popularity_trend(document, baseline, bucketing, head) for bucketing in _BUCKETINGS}
+        verdict, evidence = _combine_bucketings(results)
+        verdicts.append(Verdict(key, claim, _popularity_rule(head), verdict, evidence))
     if full_matrix is None or len(eligible) < 3:
         evidence = ("no bucket results" if full_matrix is None else
                     f"only {len(eligible)} decile(s) hold songs with at least min_count training plays: too few for a trend")
-        verdicts.append(Verdict("popularity", "Next-song quality is anti-correlated with popularity", rule3, "not testable",
-                                evidence))
         verdicts.append(Verdict("rebalancing", "Tuning rebalances quality across popularity levels",
                                 "needs the popularity trend above", "not testable", evidence))
     else:
         matrix = full_matrix[:, eligible]
-        means = _column_means(matrix)
-        rho = _spearman(means)
-        rho_all = _spearman(_column_means(full_matrix))
-        low_vs_high = difference_interval(matrix[:, 0], matrix[:, -1])
-        verdict = ("supported" if rho < 0 and low_vs_high.significant and low_vs_high.delta > 0  # type: ignore[operator]
-                   else "partly supported" if rho < 0 else "not supported")
-        evidence = (f"Spearman ρ = {rho:+.2f} over deciles {eligible[0] + 1}-{eligible[-1] + 1} ({rho_all:+.2f} over all "
-                    f"{full_matrix.shape[1]}); decile {eligible[0] + 1} {_num(float(means[0]))} vs decile "
-                    f"{eligible[-1] + 1} {_num(float(means[-1]))} "
-                    f"(Δ {_num(low_vs_high.delta, 3)} [{_num(low_vs_high.low, 3)}, {_num(low_vs_high.high, 3)}])")
-        verdicts.append(Verdict("popularity", "Next-song quality is anti-correlated with popularity", rule3, verdict, evidence))
-
         # 3b. tuning rebalances across popularity levels
         rule3b = ("disparity = mean NDCG of the more popular half of those deciles minus the less popular half, per seed; "
                   "a tuned "
@@ -485,13 +583,110 @@ def claim_verdicts(document: Mapping[str, Any]) -> list[Verdict]:
     else:
         verdicts.append(Verdict("scale", "More training data allows better configurations", rule5, "not testable",
                                 "the scale study needs at least two fractions"))
+    verdicts.append(_proxy_verdict(document))
     return verdicts
 
 
+PROXY_CLAIM = "Calinski-Harabasz is a valid proxy for local coherence (why the paper optimises CH)"
+PROXY_RULE = (f"over every distinct training of every study (each counted once), on validation: Spearman ρ between "
+              f"CH-artist and artist coherence and between CH-genre and genre coherence with a 95% bootstrap interval "
+              f"(BCa, trials resampled in pairs); judged on the well-trained trials (validation NDCG ≥ "
+              f"{proxy.WELL_TRAINED_SHARE:g} x that of gensim's defaults on the same data and study seed): a proxy holds "
+              f"when the interval's lower bound is above {proxy.STRONG:g}, fails when the interval reaches 0; supported "
+              "when every proxy holds, not supported when every proxy fails, partly otherwise")
+
+
+def _proxy_verdict(document: Mapping[str, Any]) -> Verdict:
+    pairs = proxy.ch_proxy(document)
+    if pairs is None:
+        return Verdict("ch_proxy", PROXY_CLAIM, PROXY_RULE, "not testable",
+                       "local coherence per trial is not available in these results (recorded before songhpo kept it "
+                       "for every trial): re-run the experiment")
+    if not pairs:
+        return Verdict("ch_proxy", PROXY_CLAIM, PROXY_RULE, "not testable", "no trial has both CH and coherence values")
+    parts = []
+    for pair in pairs:
+        good, every = pair.well_trained, pair.overall
+        text = (f"{_metric_title(pair.proxy, 0)} vs {_metric_title(pair.target, 0)}: {_rho(good)} over {good.n} "
+                f"well-trained trials ({_rho(every)} over all {every.n}): {pair.outcome}")
+        if pair.outcome == "fails":
+            text += (f". CH does not rank embeddings by {_metric_title(pair.target, 0)} here: optimise "
+                     f"`{pair.target}` itself (an accepted objective; every trial computes it already)")
+        elif pair.outcome == "not testable":
+            text += f" (fewer than {proxy.MIN_TRIALS} well-trained trials)"
+        parts.append(text)
+    tested = [p.outcome for p in pairs if p.outcome != "not testable"]
+    verdict = ("not testable" if not tested else "supported" if all(o == "holds" for o in tested)
+               else "not supported" if all(o == "fails" for o in tested) else "partly supported")
+    return Verdict("ch_proxy", PROXY_CLAIM, PROXY_RULE, verdict, "; ".join(parts))
+
+
+def _rho(correlation: proxy.Correlation) -> str:
+    if correlation.rho is None:
+        return "ρ n/a"
+    if correlation.low is None:
+        return f"ρ = {correlation.rho:+.2f}"
+    return f"ρ = {correlation.rho:+.2f} [{correlation.low:+.2f}, {correlation.high:+.2f}]"
+
+
+# -- anchors against the multi-objective front -----------------------------------------------------------------
+
+#: The anchors of the page: (label, name shown).
+ANCHORS = (("baseline", "gensim's defaults"), ("literature", "literature setting (Caselles-Dupré et al. 2018)"),
+           ("ndcg", "single-objective best (ndcg mode)"))
+
+
+def _dominates(a: Sequence[float], b: Sequence[float], maximise: Sequence[bool]) -> bool:
+    """Whether point ``a`` Pareto-dominates ``b`` (no worse in every objective, better in one)."""
+    signed = [(x, y) if up else (-x, -y) for x, y, up in zip(a, b, maximise)]
+    return all(x >= y for x, y in signed) and any(x > y for x, y in signed)
+
+
+def _feasible_front(study: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The feasible, non-dominated trials of a study summary (validation objective values)."""
+    from hpo.config import METRIC_DIRECTIONS
+
+    maximise = [METRIC_DIRECTIONS[m] == "maximize" for m in study["objectives"]]
+    feasible = [t for t in study["trials"] if t.get("feasible", True) and t.get("values")]
+    return [t for t in feasible
+            if not any(_dominates(o["values"], t["values"], maximise) for o in feasible if o is not t)]
+
+
+def anchor_dominance(document: Mapping[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """Per anchor label, per study seed: the nsga2 study's feasible front members (validation objective values)
+    that dominate the anchor's chosen trial and those it dominates.
+
+    Returns ``{label: [{"seed", "trial", "front", "dominated_by": [trial numbers], "dominates": [...]}]}``;
+    an anchor without validation values for every objective, or a seed without an nsga2 study, is left out.
+    """
+    from hpo.config import METRIC_DIRECTIONS
+
+    fronts = {_study_seed(document, s): s for s in document["studies"] if s["mode"] == "nsga2" and s["fraction"] == 1.0}
+    seed_of = {s["study"]: _study_seed(document, s) for s in document["studies"]}
+    out: dict[str, list[dict[str, Any]]] = {}
+    for label, _ in ANCHORS:
+        for config in document["configurations"]:
+            study = fronts.get(seed_of.get(config["study"], -1))
+            if config["label"] != label or config["fraction"] != 1.0 or study is None:
+                continue
+            objectives = study["objectives"]
+            point = [(config.get("validation") or {}).get(m) for m in objectives]
+            if any(v is None for v in point):
+                continue
+            maximise = [METRIC_DIRECTIONS[m] == "maximize" for m in objectives]
+            front = _feasible_front(study)
+            out.setdefault(label, []).append({
+                "seed": seed_of[config["study"]], "trial": config["trial"], "front": len(front),
+                "dominated_by": [t["number"] for t in front if _dominates(t["values"], point, maximise)],
+                "dominates": [t["number"] for t in front if _dominates(point, t["values"], maximise)]})
+    return out
+
+
 def _scale_points(document: Mapping[str, Any], base: str) -> list[dict[str, Any]]:
-    """Per training fraction (ascending) of the scale study repeating mode ``base``: its study, tuned
-    configuration (the balanced compromise) and baseline."""
-    points = []
+    """Per training fraction (ascending) of the scale study repeating mode ``base``: its study (the first study
+    seed's), every study seed's studies, tuned configuration (the balanced compromise) and baseline, each pooled
+    over the study seeds (:func:`_pooled`)."""
+    groups: dict[float, list[tuple[Mapping[str, Any], Mapping[str, Any], Mapping[str, Any]]]] = {}
     for study in document["studies"]:
         if study.get("scale_of", "nsga2" if study["mode"] in ("scale", "nsga2") else None) != base:
             continue
@@ -500,24 +695,29 @@ def _scale_points(document: Mapping[str, Any], base: str) -> list[dict[str, Any]
         baseline = next((c for c in configs if c["mode"] == "study-baseline"), None)
         if tuned is None or baseline is None:
             continue
-        seconds = statistics.median(study["trial_seconds"]) if study["trial_seconds"] else float("nan")
-        points.append({"fraction": study["fraction"], "study": study, "tuned": tuned, "baseline": baseline,
-                       "seconds": seconds})
-    return sorted(points, key=lambda p: p["fraction"])
+        groups.setdefault(float(study["fraction"]), []).append((study, tuned, baseline))
+    points = []
+    for fraction, members in sorted(groups.items()):
+        seconds = [x for study, _, _ in members for x in study["trial_seconds"]]
+        points.append({"fraction": fraction, "study": members[0][0], "studies": [m[0] for m in members],
+                       "tuned": _pooled([m[1] for m in members]), "baseline": _pooled([m[2] for m in members]),
+                       "seconds": statistics.median(seconds) if seconds else float("nan")})
+    return points
 
 
 # -- figures ------------------------------------------------------------------------------------------------
 
 
-def bucket_figure(document: Mapping[str, Any]) -> go.Figure | None:
-    """Test NDCG@K by target-song popularity decile, one line per main configuration, 95% error bars."""
-    edges = _edges(document)
+def bucket_figure(document: Mapping[str, Any], key: str = EQUAL_SONGS) -> go.Figure | None:
+    """Test NDCG@K by target-song popularity decile of bucketing ``key`` (:data:`EQUAL_SONGS` or
+    :data:`EQUAL_PAIRS`), one line per main configuration, 95% error bars; ``None`` without such results."""
+    edges = _edges(document, key)
     main = _main_configurations(document)
     if edges is None or not main:
         return None
     figure = go.Figure()
     for label, config in main.items():
-        matrix = _bucket_matrix(config)
+        matrix = _bucket_matrix(config, key=key)
         if matrix is None:
             continue
         intervals = [mean_interval(matrix[:, j]) for j in range(matrix.shape[1])]
@@ -527,7 +727,7 @@ def bucket_figure(document: Mapping[str, Any]) -> go.Figure | None:
             line={"color": _COLOURS.get(label)}, error_y=error_bars(intervals)))
     k = document["settings"]["k"]
     figure.update_layout(
-        title=f"Test NDCG@{k} by popularity decile of the target song (1 = least played), mean and 95% CI",
+        title=f"Test NDCG@{k} by {_BUCKETINGS[key][:-1]} of the target song (1 = least played), mean and 95% CI",
         xaxis_title="target-song popularity decile (training play count)", yaxis_title=f"NDCG@{k}",
         height=520, template="plotly_white")
     return figure
@@ -582,9 +782,10 @@ def search_figure(document: Mapping[str, Any]) -> go.Figure | None:
 
 
 def render_markdown(document: Mapping[str, Any], *, title: str, commands: Sequence[str],
-                    figures: Sequence[str], notes: str | None = None) -> str:
+                    figures: Sequence[str], notes: str | None = None, before: Mapping[str, Any] | None = None) -> str:
     """The results page as Markdown; ``figures`` are the PNG file names written next to it, ``notes`` an
-    optional Markdown text placed after the verdicts."""
+    optional Markdown text placed after the verdicts, ``before`` the results document of an earlier run of the
+    experiment (its headline numbers go into a "before" table next to this run's)."""
     settings, dataset = document["settings"], document["dataset"]
     counts = dataset["counts"]
     main = _main_configurations(document)
@@ -600,7 +801,8 @@ def render_markdown(document: Mapping[str, Any], *, title: str, commands: Sequen
         f"{_pairs(counts, 'validation')}, test pairs {_pairs(counts, 'test')}.",
         "",
         f"Every search mode had the same budget of **{settings['trials']} completed trials** (the baseline, trial 0, "
-        f"included); NSGA-II generations of {settings['population_size']}; K = {k}; study seed {settings['seed']}. Each "
+        f"included); NSGA-II generations of {_population(document)}; K = {k}; search space preset "
+        f"`{settings.get('search_preset', 'paper')}`; {_seeds_text(document)}. Each "
         f"chosen configuration was re-trained with **{settings['seeds']} seeds** and evaluated on the test split; "
         "intervals are 95% Student-t over seeds, changes are differences of means with 95% Welch intervals "
         "(▲ significantly better, ▼ significantly worse, ≈ interval includes 0). Single-objective modes and "
@@ -637,6 +839,13 @@ def render_markdown(document: Mapping[str, Any], *, title: str, commands: Sequen
                "budget, so its changes are exactly 0 and the claims leave it out." if label in untuned else "")
             for label, c in main.items()]
 
+    if before is not None:
+        out += ["", "## Before and after", ""]
+        out += _before_section(before, document)
+
+    out += ["", "## Anchors against the multi-objective front", ""]
+    out += _anchor_section(document, main, changes)
+
     out += ["", "## Side effects: every metric, every mode (test split, change vs baseline)", ""]
     labels = [label for label in main if label != "baseline"]
     rows = []
@@ -651,26 +860,19 @@ def render_markdown(document: Mapping[str, Any], *, title: str, commands: Sequen
         out += ["", f"Unavailable on this dataset (no labels or no hard negatives): {', '.join(unavailable)}."]
 
     out += ["", "## Popularity buckets", ""]
-    if "buckets.png" in figures:
-        out += ["![NDCG by popularity decile](" + _figure_path(title, "buckets.png") + ")", ""]
-    edges = _edges(document)
-    if edges is not None:
-        header = ["decile (plays)", *main.keys()]
-        matrices = {label: _bucket_matrix(c) for label, c in main.items()}
-        rows = []
-        for j in range(len(edges) - 1):
-            cells = [f"{j + 1} ({edges[j]:g}, {edges[j + 1]:g}]"]
-            for label in main:
-                matrix = matrices[label]
-                cells.append("n/a" if matrix is None else _ci(mean_interval(matrix[:, j])))
-            rows.append(cells)
-        out.append(_table(header, rows))
-        out += ["", f"Test NDCG@{k} by the popularity decile of the target song (decile edges in training plays)."]
-        eligible = _eligible_deciles(document)
-        if eligible and eligible[0] > 0:
-            out += [f"Deciles 1-{eligible[0]} hold songs with fewer training plays than gensim's min_count, which is "
-                    "not searched (as in the paper): they get no vector in any configuration, so they score 0; the "
-                    f"popularity verdicts use deciles {eligible[0] + 1}-{len(edges) - 1}."]
+    for key, figure, heading in ((EQUAL_SONGS, "buckets.png", "Equal-song deciles (each holds a tenth of the songs)"),
+                                 (EQUAL_PAIRS, "buckets-pairs.png",
+                                  "Equal-pair deciles (each holds about a tenth of the test pairs)")):
+        out += [f"### {heading}", ""]
+        if figure in figures:
+            out += [f"![NDCG by {_BUCKETINGS[key][:-1]}](" + _figure_path(title, figure) + ")", ""]
+        out += [*_bucket_table(document, main, key), ""]
+    out += [f"The paper's anti-correlation is tested over every decile with vectors and on the head (the "
+            f"{HEAD_DECILES} most popular such deciles), in both bucketings: see the verdicts. Equal-song deciles put "
+            "most test pairs in the top decile; equal-pair deciles split the popular songs finer."]
+
+    out += ["", "## Is Calinski-Harabasz a proxy for local coherence?", ""]
+    out += _proxy_section(document)
 
     out += ["", "## Downstream: playlist continuation (test playlists, never optimised)", ""]
     if _available(document, DOWNSTREAM[0]):
@@ -721,7 +923,7 @@ def render_markdown(document: Mapping[str, Any], *, title: str, commands: Sequen
                              _ci(mean_interval(_seed_values(tuned, "ndcg"))),
                              _ci(mean_interval(_seed_values(baseline, "ndcg"))), _change("ndcg", gain),
                              f"trial {tuned['trial']}: {_params_text(tuned['params'])}", f"{p['seconds']:.1f}",
-                             f"{s['optimisation_seconds'] / 60:.1f}"])
+                             f"{sum(x['optimisation_seconds'] for x in p['studies']) / 60:.1f}"])
         out.append(_table(["study", "training data", "sequences", "best on validation (feasible)",
                            f"tuned test NDCG@{k}", f"baseline test NDCG@{k}", "tuned vs baseline", "chosen parameters",
                            "median s/trial", "study minutes"], rows))
@@ -745,10 +947,160 @@ def render_markdown(document: Mapping[str, Any], *, title: str, commands: Sequen
     return "\n".join(out)
 
 
-def _params_text(params: Mapping[str, Any]) -> str:
-    """The paper's five searched parameters, compactly."""
+def _bucket_table(document: Mapping[str, Any], main: Mapping[str, Mapping[str, Any]], key: str) -> list[str]:
+    """The table of test NDCG by decile of bucketing ``key`` for every main configuration (lines)."""
+    edges = _edges(document, key)
+    k = document["settings"]["k"]
+    if edges is None:
+        return ["Not available in these results: they were recorded before songhpo computed this bucketing "
+                "(re-run the experiment)." if key == EQUAL_PAIRS and _edges(document) is not None else "No bucket results."]
+    matrices = {label: _bucket_matrix(c, key=key) for label, c in main.items()}
+    pairs = next((run["buckets"][key]["pairs"] for c in main.values() for run in c.get("test_runs", [])
+                  if run.get("buckets") and run["buckets"].get(key)), None)
+    rows = []
+    for j in range(len(edges) - 1):
+        cells = [f"{j + 1} ({edges[j]:g}, {edges[j + 1]:g}]", "n/a" if pairs is None else str(pairs[j])]
+        for label in main:
+            matrix = matrices[label]
+            cells.append("n/a" if matrix is None else _ci(mean_interval(matrix[:, j])))
+        rows.append(cells)
+    lines = [_table(["decile (plays)", "test pairs", *main.keys()], rows), "",
+             f"Test NDCG@{k} by the popularity decile of the target song (decile edges in training plays; a decile "
+             "without pairs is n/a)."]
+    eligible = _eligible_deciles(document, key)
+    if eligible and eligible[0] > 0:
+        which = "Decile 1 holds" if eligible[0] == 1 else f"Deciles 1-{eligible[0]} hold"
+        lines += [f"{which} songs with fewer training plays than the baseline's min_count: they get "
+                  "no vector from gensim with that min_count, so they score 0 there; the popularity verdicts use deciles "
+                  f"{eligible[0] + 1}-{len(edges) - 1}."]
+    return lines
+
+
+def _proxy_section(document: Mapping[str, Any]) -> list[str]:
+    pairs = proxy.ch_proxy(document)
+    if pairs is None:
+        return ["Not available in these results: local coherence was not kept for every trial when they were "
+                "recorded; re-run the experiment."]
+    if not pairs:
+        return ["No trial has both a Calinski-Harabasz value and a local coherence (no labels)."]
+    trials = proxy.distinct_trials(document)
+    rows = []
+    for pair in pairs:
+        for subset, correlation in (("well-trained", pair.well_trained), ("all", pair.overall)):
+            rows.append([f"{_metric_title(pair.proxy, 0)} vs {_metric_title(pair.target, 0)}", subset,
+                         str(correlation.n), _num(correlation.rho, 3),
+                         "n/a" if correlation.low is None else f"[{_num(correlation.low, 3)}, {_num(correlation.high, 3)}]",
+                         pair.outcome if subset == "well-trained" else ""])
+    return [_table(["proxy vs target", "trials", "n", "Spearman ρ", "95% bootstrap CI", "outcome"], rows), "",
+            f"Validation values of {len(trials)} distinct trainings: every completed trial of every study, each counted "
+            "once (a study's trial 0 re-trains gensim's defaults, and studies with the same seed share their first "
+            "generation: the same training fraction, parameters and seed is one point). Well-trained: validation NDCG "
+            f"at least {proxy.WELL_TRAINED_SHARE:g} x that of gensim's defaults trained on the same data with the same "
+            "study seed (collapsed embeddings score low on every metric at once and would make any two metrics "
+            f"correlate). Interval: BCa bootstrap, {proxy.RESAMPLES} paired resamples of trials, seeded. The proxy holds "
+            f"when the well-trained interval lies above ρ = {proxy.STRONG:g}, fails when it reaches 0, and is weak in "
+            "between; where it fails, optimise `coherence_artist` / `coherence_genre` directly (accepted objective "
+            "names; every trial computes them already)."]
+
+
+def _anchor_section(document: Mapping[str, Any], main: Mapping[str, Mapping[str, Any]],
+                    changes: Mapping[str, Mapping[str, Difference]]) -> list[str]:
+    k = document["settings"]["k"]
+    metrics = [m for m in ("ndcg", "ch_artist", "ch_genre", "coherence_artist", "coherence_genre", "hardneg")
+               if _available(document, m)]
+    dominance = anchor_dominance(document)
+    several = len({int(v) for v in document["settings"].get("study_seeds") or [0]}) > 1
+    rows = []
+    for label, name in ANCHORS:
+        config = main.get(label)
+        if config is None:
+            continue
+        cells = [f"{name}", str(config["trial"])]
+        for m in metrics:
+            cell = _ci(mean_interval(_seed_values(config, m)))
+            if label != "baseline" and label in changes:
+                cell += f"<br>{_change(m, changes[label][m])}"
+            cells.append(cell)
+        parts = []
+        for entry in dominance.get(label, []):
+            seed = f"seed {entry['seed']}: " if several else ""
+            parts.append(f"{seed}dominated by {_trial_list(entry['dominated_by'])} of {entry['front']}; dominates "
+                         f"{_trial_list(entry['dominates'])}")
+        cells.append("<br>".join(parts) or "n/a (no nsga2 study)")
+        rows.append(cells)
+    if not rows:
+        return ["No anchor was run (modes baseline, literature, ndcg)."]
+    return [_table(["anchor", "trial", *[_metric_title(m, k) for m in metrics], "vs the nsga2 feasible front (validation)"],
+                   rows), "",
+            "Test values over the re-training seeds (change vs gensim's defaults below each). The last column compares "
+            "the anchor's validation objective values with the nsga2 study's feasible Pareto front (same study seed): "
+            "which front trials dominate the anchor (at least as good in every objective, better in one) and which "
+            "front trials the anchor dominates; the anchors are compared without the HardNeg safeguard."]
+
+
+#: Metrics of the before/after table.
+_BEFORE_METRICS = ("ndcg", "ch_artist", "ch_genre", "hardneg")
+
+
+def _before_section(before: Mapping[str, Any], now: Mapping[str, Any]) -> list[str]:
+    """Lines of the table that sets an earlier run's headline test numbers next to this run's."""
+    k = now["settings"]["k"]
+    old, new = _main_configurations(before), _main_configurations(now)
+    metrics = [m for m in _BEFORE_METRICS if _available(before, m) or _available(now, m)]
+    rows = []
+    for label in [*old, *(label for label in new if label not in old)]:
+        cells = [label]
+        for m in metrics:
+            values = [mean_interval(_seed_values(c, m)).mean if c is not None else None
+                      for c in (old.get(label), new.get(label))]
+            cells.append(f"{_num(values[0])} → {_num(values[1])}")
+        cells.append(f"{_params_text(old[label]['params']) if label in old else 'n/a'} → "
+                     f"{_params_text(new[label]['params']) if label in new else 'n/a'}")
+        rows.append(cells)
+
+    def setup(document: Mapping[str, Any]) -> str:
+        settings = document["settings"]
+        infeasible = sum(s["infeasible"] for s in document["studies"] if s["mode"] in ("random", "nsga2"))
+        searched = sum(s["trials_complete"] for s in document["studies"] if s["mode"] in ("random", "nsga2"))
+        return (f"preset `{settings.get('search_preset', 'paper')}`, {settings['trials']} trials per mode, NSGA-II "
+                f"generations of {_population(document)}, {_seeds_text(document).replace('**', '')}; "
+                f"{infeasible} of {searched} random/nsga2 trials infeasible under the safeguard")
+
+    return [_table(["configuration", *[f"{_metric_title(m, k)} before → now" for m in metrics], "parameters"], rows),
+            "", f"Test means. Before: {setup(before)}. Now: {setup(now)}."]
+
+
+def _trial_list(numbers: Sequence[int]) -> str:
+    if not numbers:
+        return "none"
+    return f"{len(numbers)} (trial{'s' if len(numbers) > 1 else ''} {', '.join(map(str, numbers))})"
+
+
+def _population(document: Mapping[str, Any]) -> str:
+    """The NSGA-II generation size the nsga2 studies used (recorded per study; older results: the setting)."""
+    sizes = sorted({s.get("population_size") for s in document["studies"] if s["mode"] == "nsga2"} - {None})
+    if not sizes:
+        return str(document["settings"].get("population_size") or "n/a")
+    return ", ".join(str(v) for v in sizes)
+
+
+def _seeds_text(document: Mapping[str, Any]) -> str:
+    settings = document["settings"]
+    seeds = [int(v) for v in settings.get("study_seeds") or [settings.get("seed", 0)]]
+    if len(seeds) == 1:
+        return f"study seed {seeds[0]} (one search per mode)"
+    return (f"**{len(seeds)} study seeds** ({', '.join(map(str, seeds))}): every mode searched once per seed; a "
+            "configuration's test runs pool the choices of every seed, so its intervals include how much the search's "
+            "outcome depends on its seed")
+
+
+def _params_text(params: Mapping[str, Any] | None) -> str:
+    """The searched parameters of either preset, compactly (``None``: pooled choices that differ by seed)."""
+    if params is None:
+        return "differs by study seed"
     return ", ".join(f"{n}={_num(v, 3) if isinstance(v, float) else v}" for n, v in params.items()
-                     if n in ("vector_size", "window", "ns_exponent", "negative", "alpha"))
+                     if n in ("vector_size", "window", "ns_exponent", "negative", "alpha", "epochs", "sample",
+                              "min_count"))
 
 
 def _pairs(counts: Mapping[str, Any], split: str) -> str:
@@ -781,9 +1133,14 @@ def _determinism(document: Mapping[str, Any]) -> tuple[int, float] | None:
     if len(baselines) < 2:
         return None
     largest = 0.0
-    reference = baselines[0]
-    for other in baselines[1:]:
-        for run_a, run_b in zip(reference["test_runs"], other["test_runs"]):
+    # Runs with the same seed are the same training (different study seeds give different test seeds).
+    first_run: dict[int, Mapping[str, Any]] = {}
+    for config in baselines:
+        for run in config["test_runs"]:
+            first_run.setdefault(run["seed"], run)
+    for other in baselines:
+        for run_b in other["test_runs"]:
+            run_a = first_run[run_b["seed"]]
             for metric in TABLE_METRICS:
                 a, b = run_a["metrics"].get(metric), run_b["metrics"].get(metric)
                 if a is not None and b is not None:
@@ -792,8 +1149,10 @@ def _determinism(document: Mapping[str, Any]) -> tuple[int, float] | None:
 
 
 def write_results_page(document: Mapping[str, Any], out: str | Path, *, title: str | None = None,
-                       commands: Sequence[str] = (), png: bool = True, notes: str | None = None) -> list[Path]:
-    """Write the Markdown page ``out`` and, with ``png``, its figures ``<slug>-<figure>.png`` next to it.
+                       commands: Sequence[str] = (), png: bool = True, notes: str | None = None,
+                       before: Mapping[str, Any] | None = None) -> list[Path]:
+    """Write the Markdown page ``out`` and, with ``png``, its figures ``<slug>-<figure>.png`` next to it
+    (``before``: an earlier run's results document, see :func:`render_markdown`).
 
     Returns the written paths. Figures are exported first (atomically); the page is written last.
     """
@@ -804,8 +1163,8 @@ def write_results_page(document: Mapping[str, Any], out: str | Path, *, title: s
     written: list[Path] = []
     names: list[str] = []
     if png:
-        figures = {"buckets.png": bucket_figure(document), "scale.png": scale_figure(document),
-                   "search.png": search_figure(document)}
+        figures = {"buckets.png": bucket_figure(document), "buckets-pairs.png": bucket_figure(document, EQUAL_PAIRS),
+                   "scale.png": scale_figure(document), "search.png": search_figure(document)}
         items = [(f"{_slug(title)}-{name.removesuffix('.png')}", figure) for name, figure in figures.items()
                  if figure is not None]
         written += export_pngs(items, out.parent)
@@ -813,8 +1172,10 @@ def write_results_page(document: Mapping[str, Any], out: str | Path, *, title: s
     if not commands:
         s = document["settings"]
         outs = s["out"] if isinstance(s["out"], list) else [s["out"]]
+        seeds = s.get("out_seeds") or [s.get("seed", 0)] * len(outs)
         commands = [*(f"songhpo experiment run --dataset {s['dataset']} --out {o} --trials {s['trials']} "
-                      f"--seeds {s['seeds']}" for o in outs), f"songhpo experiment report {' '.join(outs)} --out {out}"]
+                      f"--seeds {s['seeds']} --seed {seed} --search-preset {s.get('search_preset', 'paper')}"
+                      for o, seed in zip(outs, seeds)), f"songhpo experiment report {' '.join(outs)} --out {out}"]
     atomic_write_text(out, render_markdown(document, title=title, commands=commands, figures=names,
-                                               notes=notes))
+                                           notes=notes, before=before))
     return [*written, out]

@@ -9,7 +9,7 @@ from __future__ import annotations
 #: The evaluation splits of a prepared dataset.
 SPLITS = ("validation", "test")
 #: The search modes of ``songhpo experiment run`` (the paper's comparison).
-MODES = ("baseline", "ndcg", "clustering", "random", "nsga2", "nsga2-free")
+MODES = ("baseline", "literature", "ndcg", "clustering", "random", "nsga2", "nsga2-free")
 #: Training fractions of the experiment's scale study.
 DEFAULT_SCALES = (0.1, 0.25, 0.5, 1.0)
 #: Next-song pairs evaluated per model (in-set and out-of-set together) before a seeded sample of them is

@@ -6,6 +6,7 @@ Every search mode gets the same budget of completed trials (the baseline, trial 
 mode            objectives                              sampler    HardNeg safeguard
 ==============  ======================================  =========  =====================
 ``baseline``    (gensim defaults only: one trial)       -          -
+``literature``  (the literature setting only: one trial) -         -
 ``ndcg``        NDCG@K                                  TPE        off
 ``clustering``  CH-artist (CH-genre without artists)    TPE        off
 ``random``      the multi-objective list                random     on
@@ -14,13 +15,19 @@ mode            objectives                              sampler    HardNeg safeg
 ==============  ======================================  =========  =====================
 
 The multi-objective list is NDCG, CH-artist and CH-genre, less those the dataset has no labels for.
+``literature`` is an anchor, not a search: a one-trial study like ``baseline`` whose parameters fix the
+published music setting (:data:`hpo.search.LITERATURE_SETTINGS`: Caselles-Dupré et al. 2018, vector_size
+50, window 3, epochs 110, sample 1e-5, ns_exponent -0.5; the rest gensim's defaults), so its one trial,
+trial 0, trains that setting with the study seed and is re-trained on test with the same seeds as every
+chosen configuration. Parameters fixed with ``--fix`` apply to it too and win over the literature value.
 Single-objective modes run without the safeguard, as the paper's single-objective studies did; random
 search and NSGA-II share objectives and safeguard, so comparing them compares samplers only; ``nsga2-free``
 is NSGA-II without the safeguard, so that the price of the safeguard is measured and the multi-objective
 study can be compared with the single-objective ones on equal terms. On a dataset without hard negatives
 the safeguard is dropped anyway and ``nsga2-free`` would repeat ``nsga2`` trial for trial: it is skipped.
 
-Chosen configurations (on validation): the best trial of a single-objective study; the balanced
+Chosen configurations (on validation): the literature study's one trial; the best trial of a
+single-objective study; the balanced
 compromise of the feasible front (:func:`dashboards.selection.balanced_compromise`) for random search
 and both NSGA-II modes, plus NSGA-II's best-NDCG front member. Each is re-trained with ``seeds`` seeds and
 evaluated on the test split (:func:`hpo.results.evaluate_front`), together with its study's baseline.
@@ -40,7 +47,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,18 +61,28 @@ from hpo.choices import DEFAULT_SCALES, MODES
 from hpo.config import SEARCH_PRESETS, StudyConfig, parse_config
 from hpo.data.dataset import PreparedDataset
 from hpo.results import evaluate_front, retrain_seed, training_params
+from hpo.search import LITERATURE_SETTINGS, population_size
 from hpo.study import create_study, run_worker
 from hpo.trials import SAFEGUARD_ATTR, baseline_trial, feasible_pareto_front, training_subset_size
 from storage import results as store
 from storage.errors import InputError
 
-__all__ = ["MODES", "ExperimentSettings", "StudyPlan", "load_results", "merge_results", "plan_studies", "run_experiment"]
+__all__ = ["MODES", "ExperimentSettings", "StudyPlan", "load_results", "merge_results", "plan_studies", "run_experiment",
+           "study_seeds"]
 
 _log = logging.getLogger(__name__)
 
 RESULTS_FILE = "results.json"
 RESULTS_FORMAT = "songhpo-experiment"
 RESULTS_VERSION = 1
+#: The literature setting of the ``literature`` mode (a key of :data:`hpo.search.LITERATURE_SETTINGS`).
+LITERATURE = "caselles-dupre-2018"
+LITERATURE_RULE = ("the literature music setting (Caselles-Dupré et al. 2018: "
+                   + ", ".join(f"{n} {v:g}" for n, v in LITERATURE_SETTINGS[LITERATURE].items())
+                   + "; the rest gensim's defaults)")
+#: Validation metrics kept for every trial of every study in results.json (the CH-proxy analysis needs the
+#: coherences of every trial, not only of the chosen ones).
+TRIAL_METRICS = ("ndcg", "ch_artist", "ch_genre", "coherence_artist", "coherence_genre", "hardneg")
 
 
 @dataclass(frozen=True)
@@ -83,14 +100,15 @@ class ExperimentSettings:
     trials: int = 40
     seeds: int = 3
     seed: int = 0
-    population_size: int = 10
+    #: NSGA-II generation size; ``None`` follows the budget (:func:`hpo.search.population_size`).
+    population_size: int | None = None
     k: int = 100
     modes: tuple[str, ...] = MODES
     scales: tuple[float, ...] = DEFAULT_SCALES
     scale_modes: tuple[str, ...] = ("nsga2",)
     fixed: tuple[tuple[str, int | float], ...] = ()
-    #: The paper's five parameters by default: the experiment reproduces the paper's comparison.
-    search_preset: str = "paper"
+    #: songhpo's space (epochs, sample, min_count on sparse data, ...); ``paper`` is the paper's five.
+    search_preset: str = "default"
 
     def validate(self) -> None:
         unknown = [m for m in self.modes if m not in MODES]
@@ -108,7 +126,7 @@ class ExperimentSettings:
             raise InputError(f"--trials {self.trials}: expected at least 2 (the baseline and one searched trial)")
         if self.seeds < 1:
             raise InputError(f"--seeds {self.seeds}: expected a positive integer")
-        if self.population_size < 2:
+        if self.population_size is not None and self.population_size < 2:
             raise InputError(f"--population-size {self.population_size}: expected at least 2")
         if self.k < 1:
             raise InputError(f"--k {self.k}: expected a positive integer")
@@ -171,6 +189,10 @@ def plan_studies(settings: ExperimentSettings, dataset: PreparedDataset) -> list
     }
     per_mode: dict[str, dict[str, Any]] = {
         "baseline": {"trials": 1, "objectives": multi, "sampler": {"name": "nsga2"}},
+        # Trial 0 of a study trains gensim's defaults for every searched parameter and the fixed values for the
+        # others: with the literature values fixed, it is the literature setting (--fix values win).
+        "literature": {"trials": 1, "objectives": multi, "sampler": {"name": "nsga2"},
+                       "search_space": {**LITERATURE_SETTINGS[LITERATURE], **dict(settings.fixed)}},
         "ndcg": {"objectives": ["ndcg"], "sampler": {"name": "tpe"}, "constraint": {"enabled": False}},
         "random": {"objectives": multi, "sampler": {"name": "random"}},
         "nsga2": {"objectives": multi, "sampler": {"name": "nsga2", "population_size": settings.population_size}},
@@ -213,6 +235,8 @@ def _chosen_trials(plan: StudyPlan, study: optuna.Study) -> list[tuple[str, Froz
     baseline = baseline_trial(study)
     if plan.mode == "baseline":
         return [] if baseline is None else [("baseline", baseline, "gensim's default parameters (trial 0)")]
+    if plan.mode == "literature":
+        return [] if baseline is None else [("literature", baseline, LITERATURE_RULE)]
     if plan.mode in ("ndcg", "clustering"):
         metric = plan.config.objectives[0]
         best = best_by_metric(study, metric)
@@ -245,21 +269,29 @@ def _study_summary(plan: StudyPlan, study: optuna.Study) -> dict[str, Any]:
         if values:
             best[metric] = max(values) if direction == optuna.study.StudyDirection.MAXIMIZE else min(values)
     return {
-        "study": study.study_name, "mode": plan.mode, "fraction": plan.fraction,
+        "study": study.study_name, "mode": plan.mode, "fraction": plan.fraction, "seed": plan.config.seed,
         "scale_of": plan.scale_of or (plan.mode if plan.mode in ("nsga2", "nsga2-free") else None),
         "objectives": list(plan.config.objectives), "sampler": plan.config.sampler.name,
-        "population_size": plan.config.sampler.population_size,
+        "population_size": population_size(plan.config),
         "safeguard": study.user_attrs.get(SAFEGUARD_ATTR),
         "trials_complete": len(complete), "trials_failed": sum(t.state == TrialState.FAIL for t in trials),
         "infeasible": sum(not t.user_attrs.get("feasible", True) for t in complete),
         "front_size": len(front), "best_validation": best,
         "trial_seconds": durations, "optimisation_seconds": sum(durations),
         "training_sequences": None,
+        # "baseline": trained with gensim's defaults (the literature study's trial 0 is not); "seed" and
+        # "training_params" say which trials of different studies are the same training (dashboards.experiment).
         "trials": [{"number": t.number, "values": list(t.values), "feasible": bool(t.user_attrs.get("feasible", True)),
-                    "params": dict(t.params), "baseline": bool(t.user_attrs.get("baseline")),
-                    **{m: t.user_attrs.get(m) for m in ("ndcg", "ch_artist", "ch_genre", "hardneg")}}
+                    "params": dict(t.params),
+                    "baseline": bool(t.user_attrs.get("baseline")) and plan.mode != "literature",
+                    "seed": t.user_attrs.get("seed"), "training_params": _training_params(t),
+                    **{m: t.user_attrs.get(m) for m in TRIAL_METRICS}}
                    for t in complete],
     }
+
+
+def _training_params(trial: FrozenTrial) -> dict[str, Any] | None:
+    return training_params(trial) if isinstance(trial.user_attrs.get("gensim_params"), dict) else None
 
 
 def _test_runs(url: str, study: str, trial: FrozenTrial, seeds: int) -> list[dict[str, Any]]:
@@ -293,7 +325,7 @@ def run_experiment(settings: ExperimentSettings) -> dict[str, Any]:
             evaluate_front(study, plan.config, seeds=settings.seeds, chosen=[t for _, t, _ in chosen])
         baseline = baseline_trial(study)
         members = [(label, plan.mode, trial, rule) for label, trial, rule in chosen]
-        if baseline is not None and plan.mode != "baseline":
+        if baseline is not None and plan.mode not in ("baseline", "literature"):
             # Every study's own baseline, on test: identical at 100% (a determinism check), the reference at
             # smaller scales.
             members.append((f"baseline of {plan.config.name}", "study-baseline", baseline,
@@ -365,21 +397,33 @@ def load_results(path: str | Path) -> dict[str, Any]:
     return document
 
 
-#: Settings that must agree for experiments to be reported together.
-_SHARED_SETTINGS = ("trials", "seeds", "seed", "k", "population_size", "fixed", "search_preset")
-#: What a results file written before a setting existed had: nothing fixed, the paper's space.
-_SETTING_BEFORE = {"fixed": [], "search_preset": "paper"}
+#: Settings that must agree for experiments to be reported together (the study seed may differ: several
+#: searches per mode, see :func:`merge_results`).
+_SHARED_SETTINGS = ("trials", "seeds", "k", "population_size", "fixed", "search_preset")
+#: What a results file written before a setting existed had: nothing fixed, the paper's space, generations of 10.
+_SETTING_BEFORE: dict[str, Any] = {"fixed": [], "search_preset": "paper"}
+
+
+def study_seeds(document: Mapping[str, Any]) -> list[int]:
+    """The study seeds whose searches a (merged) results document holds, ascending."""
+    settings = document["settings"]
+    return [int(s) for s in settings.get("study_seeds") or [settings.get("seed", 0)]]
 
 
 def merge_results(documents: Sequence[dict[str, Any]], sources: Sequence[str]) -> dict[str, Any]:
-    """One document from experiments run separately on the same dataset (say, modes split over machines).
+    """One document from experiments run separately on the same dataset: modes split over machines, and/or
+    the same modes searched with different study seeds (``--seed``), to see how much a search's outcome
+    depends on its seed.
 
     They must share the dataset fingerprint and the settings of :data:`_SHARED_SETTINGS`, and no study may
-    appear twice. ``sources`` name the documents in error messages.
+    appear twice. With several study seeds every study name gets the suffix ``@seed<seed>`` (runs with
+    different seeds usually reuse the same names), each study summary keeps its ``seed``, and
+    ``settings["study_seeds"]`` lists them. ``sources`` name the documents in error messages.
     """
     first = documents[0]
     if len(documents) == 1:
         return first
+    seeds = sorted({int(d["settings"].get("seed", 0)) for d in documents})
     merged = {**first, "studies": [], "configurations": [], "this_run_seconds": 0.0}
     seen: dict[str, str] = {}
     for document, source in zip(documents, sources):
@@ -393,20 +437,26 @@ def merge_results(documents: Sequence[dict[str, Any]], sources: Sequence[str]) -
                 flag = {"fixed": "fix"}.get(key, key).replace("_", "-")
                 raise InputError(f"{source}: --{flag} {mine} differs from {sources[0]}'s {theirs}; "
                                  "compared modes need the same settings")
-        for study in document["studies"]:
+        seed = int(document["settings"].get("seed", 0))
+        suffix = f"@seed{seed}" if len(seeds) > 1 else ""
+        studies = [{**study, "study": study["study"] + suffix, "seed": study.get("seed", seed)}
+                   for study in document["studies"]]
+        for study in studies:
             if study["study"] in seen:
                 raise InputError(f"{source}: study {study['study']!r} is also in {seen[study['study']]}; "
-                                 "merge experiments that ran different modes")
+                                 "merge experiments that ran different modes or different --seed")
             seen[study["study"]] = source
-        merged["studies"] += document["studies"]
-        merged["configurations"] += document["configurations"]
+        merged["studies"] += studies
+        merged["configurations"] += [{**c, "study": c["study"] + suffix} for c in document["configurations"]]
         merged["this_run_seconds"] += document["this_run_seconds"]
     settings = dict(first["settings"])
     settings["modes"] = [m for m in MODES if any(m in d["settings"]["modes"] for d in documents)]
     settings["scales"] = sorted({float(x) for d in documents for x in d["settings"]["scales"]})
     settings["out"] = [d["settings"]["out"] for d in documents]
+    settings["out_seeds"] = [int(d["settings"].get("seed", 0)) for d in documents]
+    settings["study_seeds"] = seeds
     merged["settings"] = settings
-    # Same order as one run would give: modes, then the scale study.
+    # Same order as one run would give: modes, then the scale study; seeds ascending within a mode.
     order = {mode: i for i, mode in enumerate((*MODES, "scale"))}
-    merged["studies"].sort(key=lambda s: (order[s["mode"]], s["fraction"]))
+    merged["studies"].sort(key=lambda s: (order[s["mode"]], s["fraction"], s["seed"]))
     return merged

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -21,8 +22,11 @@ from scipy import stats
 from dashboards.experiment import claim_verdicts, difference_interval, mean_interval, render_markdown
 from hpo.config import parse_config
 from hpo.data.dataset import PreparedDataset
-from hpo.experiment import ExperimentSettings, clustering_objective, multi_objectives, plan_studies
+from hpo.experiment import LITERATURE, ExperimentSettings, clustering_objective, multi_objectives, plan_studies
+from hpo.search import LITERATURE_SETTINGS, population_size
 from hpo.trials import training_subset, trial_data
+from objectives.trial import baseline_params
+from objectives.word2vec import GENSIM_DEFAULTS
 from storage import results as store
 from storage.errors import InputError
 from tests.conftest import assert_one_line_error, run_cli, shared_dataset
@@ -108,11 +112,21 @@ def test_plans_follow_the_labels_a_dataset_has(prepared_synth: Path, tmp_path: P
     assert multi_objectives(synth) == ["ndcg", "ch_artist", "ch_genre"]
     assert clustering_objective(synth) == "ch_artist"
     plans = plan_studies(ExperimentSettings(dataset=prepared_synth, out=tmp_path, trials=7, scales=(0.1, 1.0)), synth)
-    assert [p.config.name for p in plans] == ["exp-baseline", "exp-ndcg", "exp-clustering", "exp-random", "exp-nsga2",
-                                              "exp-nsga2-free", "exp-scale-10pct"]
+    assert [p.config.name for p in plans] == ["exp-baseline", "exp-literature", "exp-ndcg", "exp-clustering",
+                                              "exp-random", "exp-nsga2", "exp-nsga2-free", "exp-scale-10pct"]
     by_name = {p.config.name: p.config for p in plans}
-    assert by_name["exp-baseline"].trials == 1
-    assert all(c.trials == 7 for n, c in by_name.items() if n != "exp-baseline")  # one budget for every mode
+    assert by_name["exp-baseline"].trials == 1 and by_name["exp-literature"].trials == 1
+    # The re-run's defaults: songhpo's space, and NSGA-II generations that follow the budget.
+    assert by_name["exp-nsga2"].search_preset == "default" and "epochs" in by_name["exp-nsga2"].search_space
+    assert by_name["exp-nsga2"].sampler.population_size is None
+    assert population_size(by_name["exp-nsga2"]) == population_size(
+        by_name["exp-nsga2"].model_copy(update={"sampler": by_name["exp-nsga2"].sampler.model_copy(
+            update={"population_size": 8})}))  # 7 trials: round(7 / 5) clipped up to 8
+    # The literature study fixes the published setting: its trial 0 trains it (nothing else is gensim's default).
+    literature = by_name["exp-literature"].search_space
+    assert {n: literature[n] for n in LITERATURE_SETTINGS[LITERATURE]} == LITERATURE_SETTINGS[LITERATURE]
+    assert baseline_params(literature) == {n: GENSIM_DEFAULTS[n] for n in ("negative", "alpha")}
+    assert all(c.trials == 7 for n, c in by_name.items() if n not in ("exp-baseline", "exp-literature"))
     assert by_name["exp-ndcg"].objectives == ["ndcg"] and by_name["exp-ndcg"].sampler.name == "tpe"
     assert not by_name["exp-ndcg"].constraint.enabled and by_name["exp-nsga2"].constraint.enabled
     assert not by_name["exp-nsga2-free"].constraint.enabled
@@ -125,10 +139,14 @@ def test_plans_follow_the_labels_a_dataset_has(prepared_synth: Path, tmp_path: P
         ("exp-nsga2", None), ("exp-scale-50pct", "nsga2"), ("exp-free-scale-50pct", "nsga2-free"),
         ("exp-free-scale-100pct", "nsga2-free")]  # nsga2-free was not run as a mode: its 100% point is planned
     assert not {p.config.name: p.config for p in both}["exp-free-scale-50pct"].constraint.enabled
-    fixed = plan_studies(ExperimentSettings(dataset=prepared_synth, out=tmp_path, modes=("baseline", "ndcg"), scales=(),
-                                            fixed=(("min_count", 1), ("window", 3))), synth)
-    for plan in fixed:  # fixed in every study, the baseline included; a fixed searched parameter is not searched
-        assert plan.config.search_space["min_count"] == 1 and plan.config.search_space["window"] == 3
+    fixed = plan_studies(ExperimentSettings(dataset=prepared_synth, out=tmp_path, modes=("baseline", "literature", "ndcg"),
+                                            scales=(), fixed=(("min_count", 1), ("window", 4))), synth)
+    for plan in fixed:  # fixed in every study, the baseline and literature included; --fix wins over the literature
+        assert plan.config.search_space["min_count"] == 1 and plan.config.search_space["window"] == 4
+    assert fixed[1].config.search_space["vector_size"] == 50
+    override = plan_studies(ExperimentSettings(dataset=prepared_synth, out=tmp_path, modes=("nsga2",), scales=(),
+                                               population_size=6, search_preset="paper"), synth)[0].config
+    assert override.sampler.population_size == 6 and "epochs" not in override.search_space
 
 
 def test_aotm2011_has_no_artists_so_clustering_is_ch_genre(tmp_path: Path) -> None:
@@ -173,16 +191,22 @@ def experiment(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 def test_every_mode_has_the_same_budget(experiment: dict) -> None:
     studies = {s["study"]: s for s in experiment["document"]["studies"]}
-    assert set(studies) == {"exp-baseline", "exp-ndcg", "exp-clustering", "exp-random", "exp-nsga2", "exp-nsga2-free",
-                            "exp-scale-25pct"}
-    assert studies["exp-baseline"]["trials_complete"] == 1
-    assert {s["trials_complete"] for n, s in studies.items() if n != "exp-baseline"} == {4}
+    assert set(studies) == {"exp-baseline", "exp-literature", "exp-ndcg", "exp-clustering", "exp-random", "exp-nsga2",
+                            "exp-nsga2-free", "exp-scale-25pct"}
+    assert studies["exp-baseline"]["trials_complete"] == studies["exp-literature"]["trials_complete"] == 1
+    assert {s["trials_complete"] for n, s in studies.items() if n not in ("exp-baseline", "exp-literature")} == {4}
     assert studies["exp-clustering"]["objectives"] == ["ch_artist"]
-    # No [search_space] in the plan: the paper's five are searched (trial 0 is the only default one).
+    # No [search_space] in the plan: songhpo's default space is searched (trial 0 is the only default one).
     for name in ("exp-ndcg", "exp-random", "exp-nsga2"):
         trials = sorted(studies[name]["trials"], key=lambda t: t["number"])
-        assert set(trials[1]["params"]) == {"vector_size", "window", "ns_exponent", "negative", "alpha"}
+        assert set(trials[1]["params"]) == {"vector_size", "window", "ns_exponent", "negative", "alpha", "epochs",
+                                            "sample"}
         assert len({t["params"]["window"] for t in trials}) > 1
+    # Every trial keeps the validation coherences (the CH-proxy analysis) and what it trained.
+    (literature,) = studies["exp-literature"]["trials"]
+    assert not literature["baseline"] and literature["training_params"]["epochs"] == 110
+    assert literature["training_params"]["vector_size"] == 50 and literature["coherence_artist"] is not None
+    assert all(t["coherence_genre"] is not None and t["seed"] is not None for t in studies["exp-nsga2"]["trials"])
     summary = json.loads(experiment["first"].stdout)
     assert summary["results"].endswith("results.json") and "exp-nsga2" in summary["studies"]
 
@@ -190,7 +214,10 @@ def test_every_mode_has_the_same_budget(experiment: dict) -> None:
 def test_chosen_configurations_are_evaluated_on_test_with_every_seed(experiment: dict) -> None:
     document, url = experiment["document"], experiment["url"]
     labels = {c["label"] for c in document["configurations"]}
-    assert {"baseline", "ndcg", "clustering", "random", "nsga2", "nsga2 best-ndcg", "nsga2-free", "nsga2 @ 25%"} <= labels
+    assert {"baseline", "literature", "ndcg", "clustering", "random", "nsga2", "nsga2 best-ndcg", "nsga2-free",
+            "nsga2 @ 25%"} <= labels
+    (literature,) = [c for c in document["configurations"] if c["label"] == "literature"]
+    assert literature["params"]["ns_exponent"] == -0.5 and literature["params"]["sample"] == 1e-5
     for config in document["configurations"]:
         assert [run["seed"] for run in config["test_runs"]] == [config["trial"], config["trial"] + 1000]
         assert config["test_runs"][0]["metrics"]["continuation_playlists"] > 0
@@ -207,7 +234,7 @@ def test_chosen_configurations_are_evaluated_on_test_with_every_seed(experiment:
 
 def test_baselines_agree_across_studies_and_scale_changes_the_data(experiment: dict) -> None:
     configs = experiment["document"]["configurations"]
-    full = [c for c in configs if c["trial"] == 0 and c["fraction"] == 1.0]
+    full = [c for c in configs if c["trial"] == 0 and c["fraction"] == 1.0 and c["mode"] != "literature"]
     assert len(full) >= 5
     reference = [run["metrics"] for run in full[0]["test_runs"]]
     for other in full[1:]:
@@ -250,9 +277,23 @@ def test_report_writes_the_page_and_figures(experiment: dict, tmp_path: Path) ->
     os.umask(umask)
     assert oct(out.stat().st_mode & 0o777) == oct(0o666 & ~umask)  # an ordinary file, not the private temporary
     verdicts = ("supported", "not supported", "partly supported", "not testable")
-    assert sum(page.count(f"**{v}**") for v in verdicts) == 6
+    assert sum(page.count(f"**{v}**") for v in verdicts) == 8
+    # Issue 18's rows, with numbers from the real run: the anchors against the front, the CH proxy (every trial
+    # kept its coherences), popularity in both bucketings and at the head.
+    number = r"-?\d+(\.\d+)?(e-?\d+)?"
+    assert re.search(rf"\| literature setting \(Caselles-Dupré et al\. 2018\) \| 0 \| {number} \[", page)
+    assert re.search(r"\| gensim's defaults \| 0 \| .*\| dominated by (none|\d+ \(trials? [\d, ]+\)) of \d+; "
+                     r"dominates", page)
+    assert re.search(rf"\| CH-artist vs artist coherence \| well-trained \| \d+ \| {number} \| \[{number}, {number}\] \| "
+                     r"(holds|weak|fails) \|", page)
+    assert re.search(rf"\| Calinski-Harabasz is a valid proxy .*\| \*\*[a-z ]+\*\* \| CH-artist vs artist coherence: "
+                     rf"ρ = [+-]{number}", page)
+    assert re.search(r"\| Next-song quality is anti-correlated with popularity at the head .*equal-pair deciles: "
+                     r"Spearman ρ = [+-]\d\.\d\d over deciles", page)
+    pair_table = page[page.index("### Equal-pair deciles"):page.index("## Is Calinski-Harabasz")]
+    assert re.search(rf"\| 10 \({number}, {number}\] \| \d+ \| {number} \[", pair_table)
     if png:
-        for name in ("buckets", "scale", "search"):
+        for name in ("buckets", "buckets-pairs", "scale", "search"):
             image = out.parent / f"synth-{name}.png"
             assert image.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
             assert f"(synth-{name}.png)" in page
@@ -284,7 +325,7 @@ def test_experiments_split_over_runs_merge_into_the_same_page(experiment: dict, 
     from hpo.experiment import load_results, merge_results
 
     whole = experiment["document"]
-    single = {"baseline", "ndcg", "clustering"}
+    single = {"baseline", "literature", "ndcg", "clustering"}
     parts = []
     for keep in (lambda s: s["mode"] in single, lambda s: s["mode"] not in single):
         studies = [s for s in whole["studies"] if keep(s)]
@@ -387,6 +428,9 @@ def test_verdicts_follow_the_numbers() -> None:
     assert verdicts["mitigation"] == "supported"
     assert verdicts["popularity"] == "supported"  # 0.3 at decile 3 (the first with vectors), 0.04 at the top
     assert "over deciles 3-10" in claims["popularity"].evidence
+    assert verdicts["popularity_head"] == "supported"  # 0.08, 0.06, 0.04 in deciles 8-10
+    assert "equal-pair deciles: not available" in claims["popularity"].evidence  # built without that bucketing
+    assert verdicts["ch_proxy"] == "not testable"  # these studies kept no trials
     assert verdicts["rebalancing"] == "supported"
     assert verdicts["downstream"] == "supported"
     assert verdicts["scale"] == "supported"  # 0.07 -> 0.15, gain 0.01 -> 0.05
@@ -408,7 +452,8 @@ def test_verdicts_follow_the_numbers() -> None:
     assert verdicts["scale"] == "not supported"
     page = render_markdown(_document(configs, studies), title="t", commands=["songhpo x"], figures=[])
     assert verdicts["rebalancing"] == "not supported"  # nsga2 doubled every decile: a wider gap
-    assert page.count("**not supported**") == 6
+    assert verdicts["popularity_head"] == "not supported"
+    assert page.count("**not supported**") == 7
     assert "Fixed in every study" not in page
     fixed = {**_document(configs, studies)}
     fixed["settings"] = {**fixed["settings"], "fixed": [["min_count", 1]]}

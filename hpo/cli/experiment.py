@@ -23,7 +23,8 @@ def add_experiment_commands(commands: Any) -> None:
     sub = experiment.add_subparsers(title="experiment commands", metavar="COMMAND")
     run = sub.add_parser(
         "run", help="run (or resume) every mode's study and the test evaluation",
-        description="Run one study per mode with the same budget of completed trials (baseline, single-objective "
+        description="Run one study per mode with the same budget of completed trials (baseline, the literature "
+        "setting as a one-trial anchor, single-objective "
         "NDCG with TPE, single-objective CH-artist or CH-genre with TPE, random search, NSGA-II, NSGA-II without the "
         "HardNeg safeguard), re-train the configurations each mode chooses on validation with --seeds seeds on the "
         "test split, and run the NSGA-II study again on --scales fractions of the training sequences. Studies go to "
@@ -35,8 +36,12 @@ def add_experiment_commands(commands: Any) -> None:
     run.add_argument("--name", default="exp", help="prefix of the study names (default exp)")
     run.add_argument("--trials", type=int, default=40, help="completed trials per mode, baseline included (default 40)")
     run.add_argument("--seeds", type=int, default=3, help="test re-trainings per chosen configuration (default 3)")
-    run.add_argument("--seed", type=int, default=0, help="seed of every study (default 0)")
-    run.add_argument("--population-size", type=int, default=10, help="NSGA-II generation size (default 10)")
+    run.add_argument("--seed", type=int, default=0,
+                     help="seed of every study (default 0); run again with other seeds into other --out directories "
+                     "and give them all to 'experiment report' to see how much the outcome depends on the search seed")
+    run.add_argument("--population-size", type=int, default=None,
+                     help="NSGA-II generation size (default: follows the budget, about five generations: "
+                     "round(trials / 5) within [8, 40])")
     run.add_argument("--k", type=int, default=100, help="neighbours K of HitRate, NDCG and HardNeg (default 100)")
     run.add_argument("--modes", default=",".join(MODES), help=f"comma-separated subset of {','.join(MODES)}")
     run.add_argument("--scales", default=",".join(f"{s:g}" for s in DEFAULT_SCALES),
@@ -47,9 +52,9 @@ def add_experiment_commands(commands: Any) -> None:
     run.add_argument("--fix", action="append", default=[], metavar="PARAM=VALUE",
                      help="fix a Word2Vec parameter in every study, the baseline included (repeatable; e.g. min_count=1 "
                      "so that songs with fewer than 5 plays get a vector); a fixed searched parameter is not searched")
-    run.add_argument("--search-preset", default="paper", choices=("default", "paper"),
-                     help="search space of every study: 'paper' (the paper's five parameters and ranges, default) or "
-                     "'default' (songhpo's space, 'songhpo study init' shows it)")
+    run.add_argument("--search-preset", default="default", choices=("default", "paper"),
+                     help="search space of every study: 'default' (songhpo's space with epochs and sample, "
+                     "'songhpo study init' shows it; the default) or 'paper' (the paper's five parameters and ranges)")
     run.set_defaults(handler=_cmd_run)
 
     report = sub.add_parser(
@@ -59,13 +64,17 @@ def add_experiment_commands(commands: Any) -> None:
         "to it (kaleido and a Chromium are needed for the PNGs; --no-png skips them).")
     report.add_argument("experiments", type=Path, nargs="+", metavar="EXPERIMENT",
                         help="experiment directory (or its results.json); several are merged into one page when they "
-                        "ran different modes on the same dataset with the same settings")
+                        "ran different modes, or the same modes with different --seed, on the same dataset with the "
+                        "same other settings")
     report.add_argument("--out", required=True, type=Path, help="Markdown file to write (figures go next to it)")
     report.add_argument("--title", default=None, help="page title (default: the dataset's directory name)")
     report.add_argument("--command", action="append", default=[], dest="commands",
                         help="a command to list under 'How to reproduce' (repeatable)")
     report.add_argument("--notes", type=Path, default=None,
                         help="a Markdown file whose text is placed under 'Notes' after the verdicts (your reading of them)")
+    report.add_argument("--before", type=Path, action="append", default=[], metavar="EXPERIMENT",
+                        help="an earlier run of the same experiment (directory or results.json; repeatable, merged like "
+                        "EXPERIMENT): its headline test numbers go into a 'before and after' table")
     report.add_argument("--no-png", action="store_true", help="do not export figures")
     report.set_defaults(handler=_cmd_report)
 
@@ -131,8 +140,10 @@ def _cmd_report(args: argparse.Namespace) -> int:
             notes = args.notes.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise InputError(f"--notes {args.notes}: cannot read it as UTF-8 text ({exc})") from exc
+    before = (merge_results([load_results(path) for path in args.before], [str(p) for p in args.before])
+              if args.before else None)
     written = write_results_page(document, args.out, title=args.title, commands=args.commands, png=not args.no_png,
-                                 notes=notes)
+                                 notes=notes, before=before)
     for path in written:
         print(path)
     return 0
