@@ -17,6 +17,7 @@ Each verdict's rule is printed on the page next to it (see :func:`claim_verdicts
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
 import warnings
@@ -209,12 +210,14 @@ def _pooled(configs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     if len(configs) == 1:
         return dict(configs[0])
     same = all(c.get("params") == configs[0].get("params") for c in configs)
-    # A run's seed follows its trial's, which follows the study seed: two runs with one seed under one label are
-    # one training reported twice (say, gensim's defaults from two experiment directories of the same seed).
-    runs = {r["seed"]: r for c in reversed(configs) for r in c.get("test_runs", [])}
+    # Two runs with the same parameters and seed under one label are one training reported twice (say, gensim's
+    # defaults from two experiment directories of the same study seed). Seeds alone do not identify a training:
+    # trial seeds are study seed + trial number, so two study seeds' choices can share one.
+    runs = {(json.dumps(c.get("params"), sort_keys=True), r["seed"]): r
+            for c in reversed(configs) for r in c.get("test_runs", [])}
     return {**configs[0], "study": ", ".join(c["study"] for c in configs),
             "trial": ", ".join(str(c["trial"]) for c in configs), "params": configs[0].get("params") if same else None,
-            "test_runs": [runs[seed] for seed in sorted(runs)], "pooled": len(configs)}
+            "test_runs": [runs[key] for key in sorted(runs, key=lambda k: (k[1], k[0]))], "pooled": len(configs)}
 
 
 def _main_configurations(document: Mapping[str, Any]) -> dict[str, dict[str, Any]]:

@@ -264,6 +264,13 @@ def test_experiments_with_different_study_seeds_merge_and_pool(tmp_path: Path) -
     twin = {**merged, "configurations": [*merged["configurations"], {**merged["configurations"][0], "study": "scl"}]}
     assert render_markdown(twin, title="t", commands=[], figures=[]).count("| baseline | 0, 0, 0, 0 |") == 1
     assert [r["seed"] for r in _main(twin)["baseline"]["test_runs"]] == [0, 1, 2, 1000, 1001, 1002, 2000, 2001, 2002]
+    # Trial seeds are study seed + trial number: seed 0's trial 1 and seed 1's trial 0 share seed 1, yet are
+    # different trainings, and both count.
+    clash = copy.deepcopy(merged)
+    ndcg = [c for c in clash["configurations"] if c["label"] == "ndcg"]
+    ndcg[1]["params"] = {"vector_size": 50}
+    ndcg[1]["test_runs"] = copy.deepcopy(ndcg[0]["test_runs"])
+    assert len(_main(clash)["ndcg"]["test_runs"]) == 9 and _main(clash)["ndcg"]["params"] is None
     # An earlier run's headline next to this one's (the "before" table of a re-run).
     before = load_results(dirs[0])
     before["settings"] = {**before["settings"], "search_preset": "paper", "population_size": 10}
