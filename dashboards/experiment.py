@@ -973,8 +973,10 @@ def _bucket_table(document: Mapping[str, Any], main: Mapping[str, Mapping[str, A
     eligible = _eligible_deciles(document, key)
     if eligible and eligible[0] > 0:
         which = "Decile 1 holds" if eligible[0] == 1 else f"Deciles 1-{eligible[0]} hold"
+        # An equal-pair decile can reach past min_count (yes_big's first one is (1, 5]): it scores little, not 0.
         lines += [f"{which} songs with fewer training plays than the baseline's min_count: they get "
-                  "no vector from gensim with that min_count, so they score 0 there; the popularity verdicts use deciles "
+                  "no vector from gensim with that min_count, so they score 0 (or little, where a decile also holds "
+                  "songs at min_count) there; the popularity verdicts use deciles "
                   f"{eligible[0] + 1}-{len(edges) - 1}."]
     return lines
 
