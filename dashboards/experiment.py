@@ -34,6 +34,7 @@ from scipy import stats
 from dashboards import proxy
 from dashboards.figures import error_bars
 from hpo._atomic import atomic_write_text
+from hpo.experiment import study_seeds
 from hpo.results import confidence_interval
 
 __all__ = [
@@ -1014,7 +1015,7 @@ def _anchor_section(document: Mapping[str, Any], main: Mapping[str, Mapping[str,
     metrics = [m for m in ("ndcg", "ch_artist", "ch_genre", "coherence_artist", "coherence_genre", "hardneg")
                if _available(document, m)]
     dominance = anchor_dominance(document)
-    several = len({int(v) for v in document["settings"].get("study_seeds") or [0]}) > 1
+    several = len(study_seeds(document)) > 1
     rows = []
     for label, name in ANCHORS:
         config = main.get(label)
@@ -1090,8 +1091,7 @@ def _population(document: Mapping[str, Any]) -> str:
 
 
 def _seeds_text(document: Mapping[str, Any]) -> str:
-    settings = document["settings"]
-    seeds = [int(v) for v in settings.get("study_seeds") or [settings.get("seed", 0)]]
+    seeds = study_seeds(document)
     if len(seeds) == 1:
         return f"study seed {seeds[0]} (one search per mode)"
     return (f"**{len(seeds)} study seeds** ({', '.join(map(str, seeds))}): every mode searched once per seed; a "
