@@ -36,6 +36,7 @@ from dashboards.figures import error_bars
 from hpo._atomic import atomic_write_text
 from hpo.experiment import study_seeds
 from hpo.results import confidence_interval
+from hpo.trials import dominates
 
 __all__ = [
     "CORE_METRICS",
@@ -640,12 +641,6 @@ ANCHORS = (("baseline", "gensim's defaults"), ("literature", "literature setting
            ("ndcg", "single-objective best (ndcg mode)"))
 
 
-def _dominates(a: Sequence[float], b: Sequence[float], maximise: Sequence[bool]) -> bool:
-    """Whether point ``a`` Pareto-dominates ``b`` (no worse in every objective, better in one)."""
-    signed = [(x, y) if up else (-x, -y) for x, y, up in zip(a, b, maximise)]
-    return all(x >= y for x, y in signed) and any(x > y for x, y in signed)
-
-
 def _feasible_front(study: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The feasible, non-dominated trials of a study summary (validation objective values)."""
     from hpo.config import METRIC_DIRECTIONS
@@ -653,7 +648,7 @@ def _feasible_front(study: Mapping[str, Any]) -> list[dict[str, Any]]:
     maximise = [METRIC_DIRECTIONS[m] == "maximize" for m in study["objectives"]]
     feasible = [t for t in study["trials"] if t.get("feasible", True) and t.get("values")]
     return [t for t in feasible
-            if not any(_dominates(o["values"], t["values"], maximise) for o in feasible if o is not t)]
+            if not any(dominates(o["values"], t["values"], maximise) for o in feasible if o is not t)]
 
 
 def anchor_dominance(document: Mapping[str, Any]) -> dict[str, list[dict[str, Any]]]:
@@ -681,8 +676,8 @@ def anchor_dominance(document: Mapping[str, Any]) -> dict[str, list[dict[str, An
             front = _feasible_front(study)
             out.setdefault(label, []).append({
                 "seed": seed_of[config["study"]], "trial": config["trial"], "front": len(front),
-                "dominated_by": [t["number"] for t in front if _dominates(t["values"], point, maximise)],
-                "dominates": [t["number"] for t in front if _dominates(point, t["values"], maximise)]})
+                "dominated_by": [t["number"] for t in front if dominates(t["values"], point, maximise)],
+                "dominates": [t["number"] for t in front if dominates(point, t["values"], maximise)]})
     return out
 
 

@@ -59,7 +59,7 @@ from hpo._atomic import atomic_write
 from hpo.config import StudyConfig
 from hpo.data.dataset import PreparedDataset
 from hpo.data.embeddings_io import Embeddings, align_to_dataset, read_embeddings, write_embeddings
-from hpo.trials import baseline_trials, feasible_pareto_front, training_params, training_subset
+from hpo.trials import baseline_trials, dominates, feasible_pareto_front, training_params, training_subset
 from objectives.word2vec import TrainedEmbeddings
 from storage.db import safe_url, sqlite_file
 from storage.errors import InputError
@@ -181,15 +181,10 @@ def has_stored_vectors(trial: FrozenTrial, study_name: str) -> bool:
 
 def _dominated(values: Sequence[float], study: optuna.Study) -> bool:
     """Whether a completed feasible trial of ``study`` dominates ``values`` (in the study's directions)."""
-    signs = [1.0 if d == StudyDirection.MAXIMIZE else -1.0 for d in study.directions]
-    mine = [s * v for s, v in zip(signs, values)]
-    for other in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        if other.values is None or any(v > 0.0 for v in other.constraints.values()):
-            continue
-        theirs = [s * v for s, v in zip(signs, other.values)]
-        if all(t >= m for t, m in zip(theirs, mine)) and any(t > m for t, m in zip(theirs, mine)):
-            return True
-    return False
+    maximise = [d == StudyDirection.MAXIMIZE for d in study.directions]
+    return any(dominates(other.values, values, maximise)
+               for other in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+               if other.values is not None and not any(v > 0.0 for v in other.constraints.values()))
 
 
 class VectorKeeper:

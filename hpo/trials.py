@@ -9,6 +9,7 @@ this module; it imports none of them.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -156,13 +157,17 @@ def feasible_pareto_front(study: optuna.Study) -> list[FrozenTrial]:
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         if all(v <= 0.0 for v in t.constraints.values())
     ]
-    signed = [[v if maximise else -v for v, maximise in zip(t.values, directions)] for t in trials]
-
-    def dominates(a: list[float], b: list[float]) -> bool:
-        return all(x >= y for x, y in zip(a, b)) and any(x > y for x, y in zip(a, b))
-
-    front = [t for t, s in zip(trials, signed) if not any(dominates(o, s) for o in signed)]
+    front = [t for t in trials if not any(dominates(o.values, t.values, directions) for o in trials)]
     return sorted(front, key=lambda t: t.number)
+
+
+def dominates(a: Sequence[float], b: Sequence[float], maximise: Sequence[bool]) -> bool:
+    """Whether objective values ``a`` Pareto-dominate ``b``: no worse in every objective, better in one.
+
+    ``maximise[i]`` is the direction of objective ``i`` (``False``: minimised).
+    """
+    signed = [(x, y) if up else (-x, -y) for x, y, up in zip(a, b, maximise)]
+    return all(x >= y for x, y in signed) and any(x > y for x, y in signed)
 
 
 
