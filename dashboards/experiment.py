@@ -199,10 +199,6 @@ def _edges(document: Mapping[str, Any], key: str = EQUAL_SONGS) -> list[float] |
     return None
 
 
-def _study_seed(document: Mapping[str, Any], study: Mapping[str, Any]) -> int:
-    return int(study.get("seed", document["settings"].get("seed", 0)))
-
-
 def _pooled(configs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """One configuration from the same label's choices of several study seeds: their test runs together.
 
@@ -660,8 +656,8 @@ def anchor_dominance(document: Mapping[str, Any]) -> dict[str, list[dict[str, An
     """
     from hpo.config import METRIC_DIRECTIONS
 
-    fronts = {_study_seed(document, s): s for s in document["studies"] if s["mode"] == "nsga2" and s["fraction"] == 1.0}
-    seed_of = {s["study"]: _study_seed(document, s) for s in document["studies"]}
+    fronts = {proxy.study_seed(document, s): s for s in document["studies"] if s["mode"] == "nsga2" and s["fraction"] == 1.0}
+    seed_of = {s["study"]: proxy.study_seed(document, s) for s in document["studies"]}
     out: dict[str, list[dict[str, Any]]] = {}
     for label, _ in ANCHORS:
         for config in document["configurations"]:

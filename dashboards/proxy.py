@@ -32,7 +32,7 @@ import numpy as np
 from scipy import stats
 
 __all__ = ["MIN_TRIALS", "PAIRS", "STRONG", "WELL_TRAINED_SHARE", "Correlation", "ProxyPair", "ch_proxy",
-           "distinct_trials", "proxy_outcome", "rank_correlation"]
+           "distinct_trials", "proxy_outcome", "rank_correlation", "study_seed"]
 
 #: (proxy, target) metric pairs: CH-artist for artist coherence, CH-genre for genre coherence.
 PAIRS = (("ch_artist", "coherence_artist"), ("ch_genre", "coherence_genre"))
@@ -73,16 +73,15 @@ def distinct_trials(document: Mapping[str, Any]) -> list[dict[str, Any]]:
 
     Trials without ``training_params`` (results from before they were recorded) are kept as they are.
     """
-    default_seed = document["settings"].get("seed", 0)
     references: dict[tuple[float, int], float] = {}
     for study in document["studies"]:
         for trial in study.get("trials", []):
             if trial.get("baseline") and trial.get("ndcg") is not None:
-                references.setdefault((float(study["fraction"]), int(study.get("seed", default_seed))), trial["ndcg"])
+                references.setdefault((float(study["fraction"]), study_seed(document, study)), trial["ndcg"])
     seen: set[Any] = set()
     out = []
     for study in document["studies"]:
-        reference = references.get((float(study["fraction"]), int(study.get("seed", default_seed))))
+        reference = references.get((float(study["fraction"]), study_seed(document, study)))
         for trial in study.get("trials", []):
             params = trial.get("training_params")
             key: Any = ((float(study["fraction"]), trial.get("seed"), json.dumps(params, sort_keys=True))
@@ -92,6 +91,11 @@ def distinct_trials(document: Mapping[str, Any]) -> list[dict[str, Any]]:
             seen.add(key)
             out.append({**trial, "study": study["study"], "reference_ndcg": reference})
     return out
+
+
+def study_seed(document: Mapping[str, Any], study: Mapping[str, Any]) -> int:
+    """The study seed of one study summary (results from one run: the experiment's ``--seed``)."""
+    return int(study.get("seed", document["settings"].get("seed", 0)))
 
 
 def well_trained(trial: Mapping[str, Any]) -> bool:
