@@ -64,7 +64,7 @@ from hpo.experiment import multi_objectives
 from hpo.results import confidence_interval
 from hpo.search import LITERATURE_SETTINGS
 from hpo.study import create_study, load_study, run_worker
-from hpo.trials import baseline_trial, feasible_pareto_front, trial_data
+from hpo.trials import baseline_trial, dominates, feasible_pareto_front, trial_data
 from objectives.trial import run_configuration
 
 CHECKPOINTS = (10, 20, 40, 80)
@@ -119,10 +119,6 @@ def _untrained(trial: FrozenTrial, baseline: FrozenTrial, metric: str) -> bool:
     return any((trial.user_attrs.get(m) or 0.0) < UNTRAINED_SHARE * baseline.user_attrs[m] for m in ("ndcg", metric))
 
 
-def _dominates(a: np.ndarray, b: np.ndarray) -> bool:
-    return bool(np.all(a >= b) and np.any(a > b))
-
-
 def summarise(study: optuna.Study, metrics: list[str], anchors: dict[str, np.ndarray]) -> dict[str, Any]:
     """The numbers of one study (see the module docstring)."""
     baseline = baseline_trial(study)
@@ -152,7 +148,8 @@ def summarise(study: optuna.Study, metrics: list[str], anchors: dict[str, np.nda
     # Issue 13's target: a front member with >= +8% NDCG whose clustering objectives lose at most 5%.
     balanced_ok = [p for p in front_points if p[0] >= 1.08 and all(v >= 0.95 for v in p[1:])]
     row["target_member_ndcg"] = max((float(p[0]) for p in balanced_ok), default=None)
-    row["anchors_dominated_by"] = {name: sum(_dominates(p, point) for p in front_points)
+    # Every ratio is of a maximised objective.
+    row["anchors_dominated_by"] = {name: sum(dominates(p, point, [True] * len(point)) for p in front_points)
                                    for name, point in anchors.items()}
     return row
 
