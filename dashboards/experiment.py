@@ -34,7 +34,7 @@ from scipy import stats
 from dashboards import proxy
 from dashboards.figures import error_bars
 from hpo._atomic import atomic_write_text
-from hpo.experiment import study_seeds
+from hpo.experiment import experiment_runs, run_commands, study_seeds
 from hpo.results import confidence_interval
 from hpo.trials import dominates
 
@@ -761,11 +761,17 @@ def search_figure(document: Mapping[str, Any]) -> go.Figure | None:
     if clustering is None or not studies:
         return None
     figure = go.Figure()
+    seeds = {mode: sorted({s.get("seed", 0) for s in studies if s["mode"] == mode}) for mode in _COLOURS}
     for study in studies:
         trials = [t for t in study["trials"] if t.get("ndcg") is not None and t.get(clustering) is not None]
+        mode = study["mode"]
+        # One legend entry per mode, however many study seeds it ran with; the hover names study and trial.
+        name = mode if len(seeds.get(mode, ())) < 2 else f"{mode} (study seeds {', '.join(map(str, seeds[mode]))})"
         figure.add_trace(go.Scatter(
-            x=[t["ndcg"] for t in trials], y=[t[clustering] for t in trials], mode="markers", name=study["mode"],
-            marker={"color": _COLOURS.get(study["mode"]), "size": 8, "opacity": 0.7,  # modes share start-up draws
+            x=[t["ndcg"] for t in trials], y=[t[clustering] for t in trials], mode="markers", name=name,
+            legendgroup=mode, showlegend=study.get("seed", 0) == seeds.get(mode, [study.get("seed", 0)])[0],
+            text=[f"{study['study']} trial {t['number']}" for t in trials],
+            marker={"color": _COLOURS.get(mode), "size": 8, "opacity": 0.7,  # modes share start-up draws
                     "symbol": ["circle" if t["feasible"] else "x" for t in trials]}))
     figure.update_layout(title="Every trial on validation (x = infeasible under the HardNeg safeguard)",
                          xaxis_title="NDCG@K (validation)", yaxis_title=f"{clustering} (validation)", height=520,
@@ -1166,12 +1172,8 @@ def write_results_page(document: Mapping[str, Any], out: str | Path, *, title: s
         written += export_pngs(items, out.parent)
         names = [name for name, figure in figures.items() if figure is not None]
     if not commands:
-        s = document["settings"]
-        outs = s["out"] if isinstance(s["out"], list) else [s["out"]]
-        seeds = s.get("out_seeds") or [s.get("seed", 0)] * len(outs)
-        commands = [*(f"songhpo experiment run --dataset {s['dataset']} --out {o} --trials {s['trials']} "
-                      f"--seeds {s['seeds']} --seed {seed} --search-preset {s.get('search_preset', 'paper')}"
-                      for o, seed in zip(outs, seeds)), f"songhpo experiment report {' '.join(outs)} --out {out}"]
+        outs = [run["out"] for run in experiment_runs(document)]
+        commands = [*run_commands(document), f"songhpo experiment report {' '.join(outs)} --out {out}"]
     atomic_write_text(out, render_markdown(document, title=title, commands=commands, figures=names,
                                            notes=notes, before=before))
     return [*written, out]

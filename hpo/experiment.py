@@ -67,8 +67,8 @@ from hpo.trials import SAFEGUARD_ATTR, baseline_trial, feasible_pareto_front, tr
 from storage import results as store
 from storage.errors import InputError
 
-__all__ = ["MODES", "ExperimentSettings", "StudyPlan", "load_results", "merge_results", "plan_studies", "run_experiment",
-           "study_seeds"]
+__all__ = ["MODES", "ExperimentSettings", "StudyPlan", "experiment_runs", "load_results", "merge_results",
+           "plan_studies", "run_commands", "run_experiment", "study_seeds"]
 
 _log = logging.getLogger(__name__)
 
@@ -410,6 +410,50 @@ def study_seeds(document: Mapping[str, Any]) -> list[int]:
     return [int(s) for s in settings.get("study_seeds") or [settings.get("seed", 0)]]
 
 
+def experiment_runs(document: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """What each experiment run behind ``document`` holds: its settings, with ``modes`` and ``scales`` as the
+    studies found in it (a run stopped early, or started with ``--modes``, holds fewer than it was asked for)."""
+    settings = document["settings"]
+    if "runs" in settings:
+        return list(settings["runs"])
+    studies = document["studies"]
+    modes = [m for m in MODES if any(s["mode"] == m for s in studies)]
+    scales = sorted({float(s["fraction"]) for s in studies if s["mode"] == "scale"})
+    if scales and 1.0 in {float(x) for x in settings.get("scales", ())}:
+        scales = sorted({*scales, 1.0})
+    return [{**{k: v for k, v in settings.items() if k not in ("modes", "scales", "out_seeds", "study_seeds")},
+             "modes": modes, "scales": scales}]
+
+
+def run_commands(document: Mapping[str, Any], outs: Sequence[str] | None = None) -> list[str]:
+    """The ``songhpo experiment run`` command of each run behind a (merged) results document, with every
+    setting that differs from the CLI's default, so that running them again reproduces the document.
+
+    ``outs``: the experiment directory to name in each command instead of the one the run wrote to (one per
+    run, in :func:`experiment_runs` order; e.g. where its results were copied to).
+    """
+    runs = experiment_runs(document)
+    if outs is not None and len(outs) != len(runs):
+        raise ValueError(f"outs: {len(outs)} directories for {len(runs)} runs")
+    commands = []
+    for run, out in zip(runs, outs if outs is not None else [run["out"] for run in runs]):
+        words = ["songhpo experiment run", f"--dataset {run['dataset']}", f"--out {out}",
+                 f"--trials {run['trials']}", f"--seeds {run['seeds']}", f"--seed {run.get('seed', 0)}",
+                 f"--search-preset {run.get('search_preset', 'paper')}", f"--modes {','.join(run['modes'])}",
+                 f"--scales '{','.join(f'{x:g}' for x in run['scales'])}'"]
+        if run["scales"] and list(run.get("scale_modes", ["nsga2"])) != ["nsga2"]:
+            words.append(f"--scale-modes {','.join(run['scale_modes'])}")
+        if run.get("population_size") is not None:
+            words.append(f"--population-size {run['population_size']}")
+        if run.get("k", 100) != 100:
+            words.append(f"--k {run['k']}")
+        if run.get("name", "exp") != "exp":
+            words.append(f"--name {run['name']}")
+        words += [f"--fix {name}={value}" for name, value in run.get("fixed", ())]
+        commands.append(" ".join(words))
+    return commands
+
+
 def merge_results(documents: Sequence[dict[str, Any]], sources: Sequence[str]) -> dict[str, Any]:
     """One document from experiments run separately on the same dataset: modes split over machines, and/or
     the same modes searched with different study seeds (``--seed``), to see how much a search's outcome
@@ -454,6 +498,7 @@ def merge_results(documents: Sequence[dict[str, Any]], sources: Sequence[str]) -
     settings["scales"] = sorted({float(x) for d in documents for x in d["settings"]["scales"]})
     settings["out"] = [d["settings"]["out"] for d in documents]
     settings["out_seeds"] = [int(d["settings"].get("seed", 0)) for d in documents]
+    settings["runs"] = [run for d in documents for run in experiment_runs(d)]
     settings["study_seeds"] = seeds
     merged["settings"] = settings
     # Same order as one run would give: modes, then the scale study; seeds ascending within a mode.

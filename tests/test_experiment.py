@@ -11,6 +11,7 @@ import json
 import math
 import os
 import re
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -20,9 +21,10 @@ from hypothesis import strategies as st
 from scipy import stats
 
 from dashboards.experiment import claim_verdicts, difference_interval, mean_interval, render_markdown
+from hpo.cli.main import build_parser
 from hpo.config import parse_config
 from hpo.data.dataset import PreparedDataset
-from hpo.experiment import LITERATURE, ExperimentSettings, clustering_objective, multi_objectives, plan_studies
+from hpo.experiment import LITERATURE, MODES, ExperimentSettings, clustering_objective, multi_objectives, plan_studies
 from hpo.search import LITERATURE_SETTINGS, population_size
 from hpo.trials import training_subset, trial_data
 from objectives.trial import baseline_params
@@ -339,7 +341,22 @@ def test_experiments_split_over_runs_merge_into_the_same_page(experiment: dict, 
     assert page == render_markdown(whole, title="t", commands=["x"], figures=[])
     result = run_cli("experiment", "report", *map(str, dirs), "--out", str(tmp_path / "page.md"), "--no-png")
     assert result.returncode == 0, result.stderr
-    assert (tmp_path / "page.md").read_text().count("| nsga2 |") >= 1
+    page = (tmp_path / "page.md").read_text()
+    assert page.count("| nsga2 |") >= 1
+    # Its reproduce commands are one 'experiment run' per directory, which the real CLI parses back into the
+    # settings and the modes that directory holds, and the report command as it was given.
+    reproduce = page.split("## How to reproduce")[1].split("```")[1].strip().splitlines()[1:]
+    assert len(reproduce) == 3
+    assert reproduce[2] == f"songhpo experiment report {dirs[0]} {dirs[1]} --out {tmp_path / 'page.md'}"
+    for line, directory, part in zip(reproduce, dirs, parts):
+        args = build_parser().parse_args(shlex.split(line)[1:])
+        assert str(args.out) == str(directory) and args.seed == whole["settings"]["seed"]
+        assert (args.trials, args.seeds, args.population_size) == (whole["settings"]["trials"], whole["settings"]["seeds"],
+                                                                   whole["settings"]["population_size"])
+        held = {s["mode"] for s in part["studies"]}
+        assert args.modes.split(",") == [m for m in MODES if m in held]
+        fractions = sorted({s["fraction"] for s in part["studies"] if s["mode"] == "scale"} | ({1.0} if "scale" in held else set()))
+        assert (sorted(map(float, args.scales.split(","))) if args.scales else []) == fractions
 
     # Different settings or the same study twice cannot share a page.
     other = _write_document(tmp_path / "c", {**parts[1], "settings": {**parts[1]["settings"], "trials": 9}})

@@ -17,7 +17,7 @@ from scipy import stats
 
 from dashboards import proxy
 from dashboards.experiment import _main_configurations as _main
-from dashboards.experiment import anchor_dominance, claim_verdicts, render_markdown
+from dashboards.experiment import anchor_dominance, claim_verdicts, render_markdown, search_figure
 from hpo.experiment import load_results, merge_results
 from storage.errors import InputError
 from tests.conftest import run_cli
@@ -288,3 +288,21 @@ def test_experiments_with_different_study_seeds_merge_and_pool(tmp_path: Path) -
     # The same seed twice is the same study twice.
     with pytest.raises(InputError, match="is also in"):
         merge_results([load_results(dirs[0]), load_results(dirs[0])], ["a", "b"])
+
+
+def test_search_figure_gives_each_mode_one_legend_entry_whatever_its_study_seeds() -> None:
+    studies = [_trial_study(f"{mode}@seed{seed}", mode, [_trial(0, 0.1, 1, 0.1, baseline=True),
+                                                          _trial(1, 0.2 + seed, 2, 0.2, seed=seed + 1)], seed=seed)
+               for mode in ("clustering", "nsga2") for seed in (0, 1, 2)]
+    studies[0]["objectives"] = ["ch_artist"]
+    figure = search_figure(_document([], studies))
+    assert len(figure.data) == 6
+    legend = [trace.name for trace in figure.data if trace.showlegend]
+    assert legend == ["clustering (study seeds 0, 1, 2)", "nsga2 (study seeds 0, 1, 2)"]
+    assert [trace.legendgroup for trace in figure.data] == ["clustering"] * 3 + ["nsga2"] * 3
+    assert list(figure.data[5].text) == ["nsga2@seed2 trial 0", "nsga2@seed2 trial 1"]
+    assert list(figure.data[5].x) == [0.1, 2.2]
+    # A single seed keeps the plain mode name.
+    single = search_figure(_document([], [s for s in studies if s["seed"] == 0]))
+    assert [trace.name for trace in single.data] == ["clustering", "nsga2"]
+    assert all(trace.showlegend for trace in single.data)
