@@ -355,7 +355,8 @@ def test_experiments_split_over_runs_merge_into_the_same_page(experiment: dict, 
                                                                    whole["settings"]["population_size"])
         held = {s["mode"] for s in part["studies"]}
         assert args.modes.split(",") == [m for m in MODES if m in held]
-        fractions = sorted({s["fraction"] for s in part["studies"] if s["mode"] == "scale"} | ({1.0} if "scale" in held else set()))
+        fractions = sorted({s["fraction"] for s in part["studies"] if s["mode"] == "scale"}
+                           | ({1.0} if "scale" in held else set()))
         assert (sorted(map(float, args.scales.split(","))) if args.scales else []) == fractions
 
     # Different settings or the same study twice cannot share a page.
