@@ -761,15 +761,17 @@ def search_figure(document: Mapping[str, Any]) -> go.Figure | None:
     if clustering is None or not studies:
         return None
     figure = go.Figure()
-    seeds = {mode: sorted({s.get("seed", 0) for s in studies if s["mode"] == mode}) for mode in _COLOURS}
+    seeds: dict[str, list[int]] = {}
+    for study in studies:
+        seeds.setdefault(study["mode"], []).append(study.get("seed", 0))
     for study in studies:
         trials = [t for t in study["trials"] if t.get("ndcg") is not None and t.get(clustering) is not None]
         mode = study["mode"]
         # One legend entry per mode, however many study seeds it ran with; the hover names study and trial.
-        name = mode if len(seeds.get(mode, ())) < 2 else f"{mode} (study seeds {', '.join(map(str, seeds[mode]))})"
+        name = mode if len(seeds[mode]) < 2 else f"{mode} (study seeds {', '.join(map(str, sorted(seeds[mode])))})"
         figure.add_trace(go.Scatter(
             x=[t["ndcg"] for t in trials], y=[t[clustering] for t in trials], mode="markers", name=name,
-            legendgroup=mode, showlegend=study.get("seed", 0) == seeds.get(mode, [study.get("seed", 0)])[0],
+            legendgroup=mode, showlegend=study.get("seed", 0) == min(seeds[mode]),
             text=[f"{study['study']} trial {t['number']}" for t in trials],
             marker={"color": _COLOURS.get(mode), "size": 8, "opacity": 0.7,  # modes share start-up draws
                     "symbol": ["circle" if t["feasible"] else "x" for t in trials]}))

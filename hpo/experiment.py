@@ -421,8 +421,7 @@ def experiment_runs(document: Mapping[str, Any]) -> list[dict[str, Any]]:
     scales = sorted({float(s["fraction"]) for s in studies if s["mode"] == "scale"})
     if scales and 1.0 in {float(x) for x in settings.get("scales", ())}:
         scales = sorted({*scales, 1.0})
-    return [{**{k: v for k, v in settings.items() if k not in ("modes", "scales", "out_seeds", "study_seeds")},
-             "modes": modes, "scales": scales}]
+    return [{**settings, "modes": modes, "scales": scales}]
 
 
 def run_commands(document: Mapping[str, Any], outs: Sequence[str] | None = None) -> list[str]:
@@ -496,8 +495,6 @@ def merge_results(documents: Sequence[dict[str, Any]], sources: Sequence[str]) -
     settings = dict(first["settings"])
     settings["modes"] = [m for m in MODES if any(m in d["settings"]["modes"] for d in documents)]
     settings["scales"] = sorted({float(x) for d in documents for x in d["settings"]["scales"]})
-    settings["out"] = [d["settings"]["out"] for d in documents]
-    settings["out_seeds"] = [int(d["settings"].get("seed", 0)) for d in documents]
     settings["runs"] = [run for d in documents for run in experiment_runs(d)]
     settings["study_seeds"] = seeds
     merged["settings"] = settings
