@@ -126,7 +126,8 @@ def summarise(study: optuna.Study, metrics: list[str], anchors: dict[str, np.nda
     complete = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), key=lambda t: t.number)
     clustering = "ch_artist" if "ch_artist" in metrics else metrics[-1]
     row: dict[str, Any] = {"study": study.study_name, "trials": len(complete)}
-    for checkpoint in CHECKPOINTS:
+    # A budget off the fixed checkpoints (the 60-trial target) gets its own.
+    for checkpoint in sorted({*CHECKPOINTS, len(complete)}):
         first = complete[:checkpoint]
         if len(first) < checkpoint:
             continue
