@@ -34,7 +34,7 @@ from scipy import stats
 from dashboards import proxy
 from dashboards.figures import error_bars
 from hpo._atomic import atomic_write_text
-from hpo.experiment import experiment_runs, run_commands, study_seeds
+from hpo.experiment import reproduce_commands, study_seeds
 from hpo.results import confidence_interval
 from hpo.trials import dominates
 
@@ -1173,9 +1173,7 @@ def write_results_page(document: Mapping[str, Any], out: str | Path, *, title: s
                  if figure is not None]
         written += export_pngs(items, out.parent)
         names = [name for name, figure in figures.items() if figure is not None]
-    if not commands:
-        outs = [run["out"] for run in experiment_runs(document)]
-        commands = [*run_commands(document), f"songhpo experiment report {' '.join(outs)} --out {out}"]
+    commands = commands or reproduce_commands(document, out)
     atomic_write_text(out, render_markdown(document, title=title, commands=commands, figures=names,
                                            notes=notes, before=before))
     return [*written, out]

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shlex
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -451,6 +452,22 @@ def run_commands(document: Mapping[str, Any], outs: Sequence[str] | None = None)
         words += [f"--fix {name}={value}" for name, value in run.get("fixed", ())]
         commands.append(" ".join(words))
     return commands
+
+
+def reproduce_commands(document: Mapping[str, Any], out: str | Path, *, dirs: Sequence[str] | None = None,
+                       title: str | None = None, notes: str | Path | None = None,
+                       before: Sequence[str | Path] = ()) -> list[str]:
+    """The commands that make results page ``out`` again: :func:`run_commands`, then the ``songhpo experiment
+    report`` line with the page's ``title``, ``notes`` file and ``before`` runs.
+
+    ``dirs``: the experiment directories the page is made from, one per run (default: where each run wrote).
+    """
+    dirs = list(dirs) if dirs is not None else [run["out"] for run in experiment_runs(document)]
+    report = ["songhpo experiment report", *dirs, f"--out {out}"]
+    report += [f"--title {shlex.quote(title)}"] if title else []
+    report += [f"--notes {notes}"] if notes is not None else []
+    report += [f"--before {p}" for p in before]
+    return [*run_commands(document, dirs), " ".join(report)]
 
 
 def merge_results(documents: Sequence[dict[str, Any]], sources: Sequence[str]) -> dict[str, Any]:

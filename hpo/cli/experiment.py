@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -132,7 +131,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from dashboards.experiment import write_results_page
-    from hpo.experiment import load_results, merge_results, run_commands
+    from hpo.experiment import load_results, merge_results, reproduce_commands
 
     document = merge_results([load_results(path) for path in args.experiments], [str(p) for p in args.experiments])
     notes = None
@@ -143,15 +142,10 @@ def _cmd_report(args: argparse.Namespace) -> int:
             raise InputError(f"--notes {args.notes}: cannot read it as UTF-8 text ({exc})") from exc
     before = (merge_results([load_results(path) for path in args.before], [str(p) for p in args.before])
               if args.before else None)
-    commands = args.commands
-    if not commands:
-        # Name the directories this page was made from, not where each run first wrote (they may have moved).
-        dirs = [str(p.parent if p.suffix == ".json" else p) for p in args.experiments]
-        report = ["songhpo experiment report", *dirs, f"--out {args.out}"]
-        report += [f"--title {shlex.quote(args.title)}"] if args.title else []
-        report += [f"--notes {args.notes}"] if args.notes is not None else []
-        report += [f"--before {p}" for p in args.before]
-        commands = [*run_commands(document, dirs), " ".join(report)]
+    # Name the directories this page was made from, not where each run first wrote (they may have moved).
+    commands = args.commands or reproduce_commands(
+        document, args.out, dirs=[str(p.parent if p.suffix == ".json" else p) for p in args.experiments],
+        title=args.title, notes=args.notes, before=args.before)
     written = write_results_page(document, args.out, title=args.title, commands=commands, png=not args.no_png,
                                  notes=notes, before=before)
     for path in written:
