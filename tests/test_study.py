@@ -162,7 +162,10 @@ def test_objectives_and_safeguard_follow_the_dataset(tmp_path: Path) -> None:
     storage = f"sqlite:///{tmp_path / 'a.db'}"
     with pytest.raises(InputError, match="'ch_artist' needs artist labels"):
         create_study(parse_config(tiny_study_config(prepared, storage), "test"))
-    config = parse_config(tiny_study_config(prepared, storage, objectives=["ndcg", "ch_genre"], trials=2), "test")
+    # Small evaluation samples: what is tested is which objectives and constraints exist, not their values.
+    config = parse_config(tiny_study_config(prepared, storage, objectives=["ndcg", "ch_genre"], trials=2,
+                                            evaluation={"k": 20, "coherence_sample": 500, "ch_sample": 2000,
+                                                        "max_pairs": 2000}), "test")
     create_study(config)
     study, config = load_study("tiny", storage)
     status = study_status(study)
