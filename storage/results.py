@@ -13,9 +13,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 from sqlalchemy import Table, and_, delete, func, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -32,6 +31,9 @@ from storage.models import (
     StudyClaim,
     TrialMetric,
 )
+
+if TYPE_CHECKING:  # pandas only for the frame readers: the CLI's other commands start faster without it
+    import pandas as pd
 
 __all__ = [
     "SIDES",
@@ -304,6 +306,8 @@ def trial_metrics_frame(url: str, study_name: str, split: str = "validation") ->
     Columns ``study, trial, split, seed, metric, value`` (``value`` float, NaN where the metric is
     unavailable), sorted by trial, seed and metric. Validation rows appear as trials complete.
     """
+    import pandas as pd
+
     columns = ["study", "trial", "split", "seed", "metric", "value"]
     query = (
         select(*(_METRICS.c[c] for c in columns))
@@ -321,6 +325,8 @@ def bucket_metrics_frame(url: str, study_name: str, split: str = "validation") -
 
     Columns ``study, trial, split, seed, side, bucket, edge_low, edge_high, pairs, hitrate, ndcg``.
     """
+    import pandas as pd
+
     columns = ["study", "trial", "split", "seed", "side", "bucket", "edge_low", "edge_high", "pairs", "hitrate", "ndcg"]
     query = (
         select(*(_BUCKETS.c[c] for c in columns))
@@ -527,6 +533,8 @@ def load_latest_snapshot(url: str, study_name: str) -> dict[str, Any] | None:
 def snapshot_frame(snapshot: Mapping[str, Any]) -> pd.DataFrame:
     """One row per member, flat columns: ``trial, baseline, on_front, n_seeds, params.*, validation.*,
     test.<metric>.mean/low/high/n``."""
+    import pandas as pd
+
     rows = []
     params = sorted({name for m in snapshot["members"] for name in m["params"]})
     for member in snapshot["members"]:

@@ -39,14 +39,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from hpo.choices import SPLITS
 from hpo.data._npy import NpyError, NpyHeader, read_npy, read_npy_header
 from storage.errors import InputError, first_line
+
+if TYPE_CHECKING:  # pandas comes with the tables (pyarrow's to_pandas): commands that read none start faster
+    import pandas as pd
 
 FORMAT_NAME = "songhpo-prepared"
 FORMAT_VERSION = 1
@@ -208,11 +210,13 @@ class PreparedDataset:
     @cached_property
     def songs(self) -> pd.DataFrame:
         """Song table indexed by song id (row i is song i)."""
+        from pandas.api.types import is_integer_dtype  # loaded with the table anyway
+
         songs = self._table("songs")
         if not songs["track_id"].notna().all() or not songs["track_id"].is_unique:
             raise self._damaged("songs.parquet", "track_id values are missing or repeated; expected one per song")
         for column in ("artist_code", "genre_code", "train_count"):
-            if not pd.api.types.is_integer_dtype(songs[column].dtype):
+            if not is_integer_dtype(songs[column].dtype):
                 raise self._damaged("songs.parquet", f"column {column!r} has dtype {songs[column].dtype}; expected integers")
         for column in ("artist_code", "genre_code"):
             if len(songs) and int(songs[column].min()) < -1:

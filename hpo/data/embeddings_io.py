@@ -28,14 +28,16 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
-import pandas as pd
 
 from hpo._atomic import atomic_write
 from hpo.data._npy import NpyError, read_npy
 from storage.errors import InputError
+
+if TYPE_CHECKING:  # pandas only where a file's keys meet the dataset's: other commands start faster
+    import pandas as pd
 
 __all__ = [
     "FORMATS",
@@ -269,6 +271,8 @@ def ignored_key_examples(
     embeddings: Embeddings, track_ids: Sequence[str] | np.ndarray | pd.Series, limit: int = 5
 ) -> list[str]:
     """Up to ``limit`` file keys (in file order) that are not track ids of the dataset, for messages."""
+    import pandas as pd
+
     known = pd.Index([str(t) for t in np.asarray(track_ids, dtype=object)], dtype=object)
     unknown = ~pd.Index(embeddings.keys, dtype=object).isin(known)
     return [embeddings.keys[i] for i in np.flatnonzero(unknown)[:limit]]
@@ -280,6 +284,8 @@ def ignored_key_examples(
 
 def _alignment_rows(embeddings: Embeddings, track_ids: Sequence[str] | np.ndarray | pd.Series) -> np.ndarray:
     """``(n_songs,)`` int64 row of each song in ``embeddings.vectors``, -1 when absent."""
+    import pandas as pd
+
     ids = np.asarray(track_ids, dtype=object)
     if ids.ndim != 1:
         raise ValueError(f"track_ids must be 1-D, got shape {ids.shape}")
