@@ -202,6 +202,24 @@ def server_url(request: pytest.FixtureRequest) -> str:
     return request.getfixturevalue(f"{request.param}_url")
 
 
+def param_key(trial: optuna.trial.FrozenTrial) -> tuple[tuple[str, Any], ...]:
+    """A trial's parameter set, comparable and hashable."""
+    return tuple(sorted(trial.params.items()))
+
+
+def assert_distinct_except_reruns(trials: list[optuna.trial.FrozenTrial]) -> None:
+    """No two trials share a parameter set, unless one is a heartbeat re-run of the other."""
+    seen: dict[tuple[tuple[str, Any], ...], int] = {}
+    for trial in trials:
+        if not trial.params:
+            continue
+        key = param_key(trial)
+        rerun_of = trial.system_attrs.get("failed_trial")
+        if key in seen and rerun_of is None:
+            raise AssertionError(f"trial {trial.number} repeats trial {seen[key]}: {trial.params}")
+        seen.setdefault(key, trial.number)
+
+
 def tiny_study_config(prepared: Path, storage: str, **overrides: object) -> dict[str, object]:
     """A study config (as a dict) whose trials take well under a second on the small synthetic data."""
     config: dict[str, object] = {

@@ -31,29 +31,21 @@ from hpo.search import (
 )
 from hpo.study import create_study, load_study, open_storage, run_worker
 from objectives.word2vec import GENSIM_DEFAULTS
-from tests.conftest import assert_one_line_error, run_cli, shared_dataset, start_cli, tiny_study_config, write_toml
+from tests.conftest import (
+    assert_distinct_except_reruns,
+    assert_one_line_error,
+    param_key,
+    run_cli,
+    shared_dataset,
+    start_cli,
+    tiny_study_config,
+    write_toml,
+)
 
 
 def _config(prepared: Path, storage: str = "sqlite://", **overrides: object):  # type: ignore[no-untyped-def]
     """The tiny study config with the population size left to the budget (unless overridden)."""
     return parse_config(tiny_study_config(prepared, storage, **{"sampler": {"name": "nsga2"}, **overrides}), "test")
-
-
-def _param_key(trial: optuna.trial.FrozenTrial) -> tuple:
-    return tuple(sorted(trial.params.items()))
-
-
-def _assert_distinct_except_reruns(trials: list[optuna.trial.FrozenTrial]) -> None:
-    """No two trials share a parameter set, unless one is a heartbeat re-run of the other."""
-    seen: dict[tuple, int] = {}
-    for trial in trials:
-        if not trial.params:
-            continue
-        key = _param_key(trial)
-        rerun_of = trial.system_attrs.get("failed_trial")
-        if key in seen and rerun_of is None:
-            raise AssertionError(f"trial {trial.number} repeats trial {seen[key]}: {trial.params}")
-        seen.setdefault(key, trial.number)
 
 
 # -- population size, seeds, samplers ----------------------------------------------------------
@@ -207,11 +199,9 @@ def test_the_sparse_rule_at_its_threshold(prepared_synth: Path, monkeypatch: pyt
 # -- distinct trials on every worker and every resume ------------------------------------------------
 
 
-@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def test_concurrent_workers_never_repeat_a_configuration(
-    backend: str, prepared_synth: Path, tmp_path: Path, request: pytest.FixtureRequest
-) -> None:
-    storage = request.getfixturevalue("postgres_url") if backend == "postgresql" else f"sqlite:///{tmp_path / 'w.db'}"
+def test_concurrent_workers_never_repeat_a_configuration(prepared_synth: Path, tmp_path: Path) -> None:
+    """SQLite; the same on PostgreSQL and MySQL is tests/test_distributed.py::test_four_workers_share_one_study."""
+    storage = f"sqlite:///{tmp_path / 'w.db'}"
     config = write_toml(tmp_path / "study.toml", tiny_study_config(prepared_synth, storage, trials=12))
     created = run_cli("study", "create", str(config))
     assert created.returncode == 0, created.stderr
@@ -226,7 +216,7 @@ def test_concurrent_workers_never_repeat_a_configuration(
     trials = study.get_trials()
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     assert len(complete) >= 12 and sum(r["completed"] for r in reports) == len(complete)
-    _assert_distinct_except_reruns(trials)
+    assert_distinct_except_reruns(trials)
     # Every worker got its own number, hence its own sampler seed.
     assert sorted(r["worker"] for r in reports) == [0, 1, 2, 3]
 
@@ -241,7 +231,7 @@ def test_a_resumed_study_repeats_none_of_its_trials(prepared_synth: Path, tmp_pa
         assert report.completed >= 4
     trials = study.get_trials(states=(TrialState.COMPLETE,))
     assert len(trials) == 20
-    _assert_distinct_except_reruns(trials)
+    assert_distinct_except_reruns(trials)
 
 
 def test_one_worker_reproduces_its_study_from_the_seed(prepared_synth: Path, tmp_path: Path) -> None:
@@ -486,7 +476,7 @@ def test_multi_objective_tpe_with_the_constraint(prepared_synth: Path, tmp_path:
     assert isinstance(study.sampler, optuna.samplers.TPESampler)
     trials = study.get_trials(states=(TrialState.COMPLETE,))
     assert len(trials) == 10 and all("hardneg" in t.constraints for t in trials)
-    _assert_distinct_except_reruns(trials)
+    assert_distinct_except_reruns(trials)
 
 
 def test_gp_sampler(prepared_synth: Path, tmp_path: Path) -> None:
@@ -504,7 +494,7 @@ def test_gp_sampler(prepared_synth: Path, tmp_path: Path) -> None:
     assert isinstance(study.sampler, optuna.samplers.GPSampler) and report.failed == 0
     trials = study.get_trials(states=(TrialState.COMPLETE,))
     assert len(trials) == 10
-    _assert_distinct_except_reruns(trials)
+    assert_distinct_except_reruns(trials)
 
 
 def test_a_proposal_copying_an_earlier_trial_is_changed() -> None:
@@ -530,7 +520,7 @@ def test_a_proposal_copying_an_earlier_trial_is_changed() -> None:
     def all_distinct(sampler: optuna.samplers.BaseSampler, objective: Callable[[optuna.Trial], float]) -> bool:
         study = optuna.create_study(sampler=sampler)
         study.optimize(objective, n_trials=6)
-        return len({_param_key(t) for t in study.trials}) == 6
+        return len({param_key(t) for t in study.trials}) == 6
 
     def x_first(t: optuna.Trial) -> float:
         return t.suggest_float("x", 0, 1) + t.suggest_int("n", 1, 3)
