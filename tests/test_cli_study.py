@@ -31,6 +31,16 @@ def test_the_parser_imports_no_heavy_library() -> None:
     assert result.stdout.strip() == ""
 
 
+def test_commands_that_read_no_table_import_neither_pandas_nor_gensim() -> None:
+    """``study status/pareto/list/create`` import the study layer, which must not pull pandas (0.3-0.4 s) or
+    gensim (0.8 s) in: they come with the commands that read a table or train."""
+    code = ("import sys\nimport hpo.study, hpo.results, hpo.trials, hpo.cli.study, storage.results\n"
+            "print(','.join(m for m in ('pandas', 'gensim') if m in sys.modules))")
+    result = run_python(code, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == ""
+
+
 def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path: Path) -> None:
     empty = f"sqlite:///{tmp_path / 'empty.db'}"
     optuna.storages.RDBStorage(empty).engine.dispose()
