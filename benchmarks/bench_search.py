@@ -206,8 +206,10 @@ def main() -> int:
                 _remember(anchors_file, key, kept)
             tpe_best.append(np.array([kept["ratios"][m] for m in metrics]))
         for seed in seeds:
-            anchors = {"defaults": np.ones(len(metrics)),
-                       "literature": _literature_ratios(dataset, metrics, seed, anchors_file)}
+            anchors = {"defaults": np.ones(len(metrics))}
+            literature = _literature_ratios(dataset, metrics, seed, anchors_file, train=not args.no_run)
+            if literature is not None:  # --no-run leaves an anchor that was never trained out
+                anchors["literature"] = literature
             if tpe_best:  # --anchor-seeds '' skips the TPE anchor
                 anchors["tpe-ndcg"] = tpe_best[seeds.index(seed) % len(tpe_best)]
             summary.setdefault(path.name, {}).setdefault("anchors", {})[seed] = {k: v.tolist() for k, v in anchors.items()}
@@ -245,12 +247,16 @@ def main() -> int:
     return 0
 
 
-def _literature_ratios(dataset: PreparedDataset, metrics: list[str], seed: int, cache: Path) -> np.ndarray:
+def _literature_ratios(dataset: PreparedDataset, metrics: list[str], seed: int, cache: Path, *,
+                       train: bool = True) -> np.ndarray | None:
     """Metrics of the literature setting over gensim's defaults, both trained with ``seed`` (kept in
-    ``cache`` by dataset fingerprint and seed, so a re-run for the table trains nothing)."""
+    ``cache`` by dataset fingerprint and seed, so a re-run for the table trains nothing); ``None`` when
+    they are not kept and ``train`` is false."""
     key = f"{dataset.fingerprint}:{seed}"
     ratios = _recall(cache).get(key)
     if ratios is None:
+        if not train:
+            return None
         config = parse_config({"name": "anchor", "dataset": str(dataset.path), "seed": seed}, "anchor")
         data = trial_data(config, dataset)
         defaults = run_configuration(data, {}, seed=seed)
