@@ -47,6 +47,7 @@ __all__ = [
     "anchor_dominance",
     "claim_verdicts",
     "compare",
+    "markdown_table",
     "render_markdown",
     "same_runs",
     "write_results_page",
@@ -273,7 +274,8 @@ def _change(metric: str, diff: Difference) -> str:
     return f"{mark} {_pct(diff.relative)} (Δ {_num(diff.delta, 3)}{bounds})"
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A GitHub-flavoured Markdown table of ``rows`` (cells as ``str``, ``|`` escaped) under ``header``."""
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(str(cell).replace("|", "\\|") for cell in row) + " |" for row in rows]
     return "\n".join(lines)
@@ -819,7 +821,7 @@ def render_markdown(document: Mapping[str, Any], *, title: str, commands: Sequen
         "",
     ]
     verdicts = claim_verdicts(document)
-    out.append(_table(["claim", "verdict", "our numbers", "rule"],
+    out.append(markdown_table(["claim", "verdict", "our numbers", "rule"],
                       [[v.claim, f"**{v.verdict}**", v.evidence, v.rule] for v in verdicts]))
     if notes:
         out += ["", "## Notes", "", notes.strip()]
@@ -834,7 +836,7 @@ def render_markdown(document: Mapping[str, Any], *, title: str, commands: Sequen
                 interval += f"<br>{_change(m, changes[label][m])}"
             cells.append(interval)
         rows.append(cells)
-    out.append(_table(["configuration", "trial", *[_metric_title(m, k) for m in headline]], rows))
+    out.append(markdown_table(["configuration", "trial", *[_metric_title(m, k) for m in headline]], rows))
     out += ["", "How each configuration was chosen (on validation only):", ""]
     untuned = _chose_baseline(document)
     out += [f"- **{label}** ({c['study']}, trial {c['trial']}): {c['rule']}."
@@ -857,7 +859,7 @@ def render_markdown(document: Mapping[str, Any], *, title: str, commands: Sequen
             continue
         base = _ci(mean_interval(_seed_values(main["baseline"], m))) if "baseline" in main else "n/a"
         rows.append([_metric_title(m, k), base, *[_change(m, changes[label][m]) for label in labels]])
-    out.append(_table(["metric", "baseline", *labels], rows))
+    out.append(markdown_table(["metric", "baseline", *labels], rows))
     unavailable = [m for m in TABLE_METRICS if not _available(document, m)]
     if unavailable:
         out += ["", f"Unavailable on this dataset (no labels or no hard negatives): {', '.join(unavailable)}."]
@@ -890,7 +892,7 @@ def render_markdown(document: Mapping[str, Any], *, title: str, commands: Sequen
             playlists = _seed_values(config, "continuation_playlists")
             cells.append(str(int(playlists[0])) if playlists and playlists[0] is not None else "n/a")
             rows.append(cells)
-        out.append(_table(["configuration", "R-precision", f"NDCG@{k}", "playlists"], rows))
+        out.append(markdown_table(["configuration", "R-precision", f"NDCG@{k}", "playlists"], rows))
         out += ["", "Each held-out test playlist is seeded with its first 5 songs; the vocabulary is ranked by cosine "
                 "similarity to the seed centroid (seed songs excluded) and the remaining songs are the relevant set."]
 
@@ -907,7 +909,7 @@ def render_markdown(document: Mapping[str, Any], *, title: str, commands: Sequen
                      str(s["trials_failed"]), str(s["infeasible"]), str(s["front_size"]), best,
                      "on" if safeguard.get("enabled") else "off",
                      f"{statistics.median(s['trial_seconds']):.1f}" if s["trial_seconds"] else "n/a"])
-    out.append(_table(["mode", "study", "sampler", "objectives", "trials", "failed", "infeasible", "front",
+    out.append(markdown_table(["mode", "study", "sampler", "objectives", "trials", "failed", "infeasible", "front",
                        "best on validation (feasible)", "safeguard", "median s/trial"], rows))
 
     out += ["", "## Scale study (NSGA-II on nested subsets of the training sequences)", ""]
@@ -927,7 +929,7 @@ def render_markdown(document: Mapping[str, Any], *, title: str, commands: Sequen
                              _ci(mean_interval(_seed_values(baseline, "ndcg"))), _change("ndcg", gain),
                              f"trial {tuned['trial']}: {_params_text(tuned['params'])}", f"{p['seconds']:.1f}",
                              f"{sum(x['optimisation_seconds'] for x in p['studies']) / 60:.1f}"])
-        out.append(_table(["study", "training data", "sequences", "best on validation (feasible)",
+        out.append(markdown_table(["study", "training data", "sequences", "best on validation (feasible)",
                            f"tuned test NDCG@{k}", f"baseline test NDCG@{k}", "tuned vs baseline", "chosen parameters",
                            "median s/trial", "study minutes"], rows))
         out += ["", "Evaluation pairs are the same at every scale; a song the subset never plays has no vector, so "
@@ -940,7 +942,7 @@ def render_markdown(document: Mapping[str, Any], *, title: str, commands: Sequen
         if c["mode"] == "study-baseline":
             continue
         rows.append([c["label"], c["study"], str(c["trial"]), _params_text(c["params"]), str(len(c["test_runs"]))])
-    out.append(_table(["configuration", "study", "trial", "Word2Vec parameters", "test seeds"], rows))
+    out.append(markdown_table(["configuration", "study", "trial", "Word2Vec parameters", "test seeds"], rows))
 
     check = _determinism(document)
     if check is not None:
@@ -967,7 +969,7 @@ def _bucket_table(document: Mapping[str, Any], main: Mapping[str, Mapping[str, A
             matrix = matrices[label]
             cells.append("n/a" if matrix is None else _ci(mean_interval(matrix[:, j])))
         rows.append(cells)
-    lines = [_table(["decile (plays)", "test pairs", *main.keys()], rows), "",
+    lines = [markdown_table(["decile (plays)", "test pairs", *main.keys()], rows), "",
              f"Test NDCG@{k} by the popularity decile of the target song (decile edges in training plays; a decile "
              "without pairs is n/a)."]
     eligible = _eligible_deciles(document, key)
@@ -996,7 +998,7 @@ def _proxy_section(document: Mapping[str, Any]) -> list[str]:
                          str(correlation.n), _num(correlation.rho, 3),
                          "n/a" if correlation.low is None else f"[{_num(correlation.low, 3)}, {_num(correlation.high, 3)}]",
                          pair.outcome if subset == "well-trained" else ""])
-    return [_table(["proxy vs target", "trials", "n", "Spearman ρ", "95% bootstrap CI", "outcome"], rows), "",
+    return [markdown_table(["proxy vs target", "trials", "n", "Spearman ρ", "95% bootstrap CI", "outcome"], rows), "",
             f"Validation values of {len(trials)} distinct trainings: every completed trial of every study, each counted "
             "once (a study's trial 0 re-trains gensim's defaults, and studies with the same seed share their first "
             "generation: the same training fraction, parameters and seed is one point). Well-trained: validation NDCG "
@@ -1035,8 +1037,8 @@ def _anchor_section(document: Mapping[str, Any], main: Mapping[str, Mapping[str,
         rows.append(cells)
     if not rows:
         return ["No anchor was run (modes baseline, literature, ndcg)."]
-    return [_table(["anchor", "trial", *[_metric_title(m, k) for m in metrics], "vs the nsga2 feasible front (validation)"],
-                   rows), "",
+    header = ["anchor", "trial", *[_metric_title(m, k) for m in metrics], "vs the nsga2 feasible front (validation)"]
+    return [markdown_table(header, rows), "",
             "Test values over the re-training seeds (change vs gensim's defaults below each). The last column compares "
             "the anchor's validation objective values with the nsga2 study's feasible Pareto front (same study seed): "
             "which front trials dominate the anchor (at least as good in every objective, better in one) and which "
@@ -1071,7 +1073,7 @@ def _before_section(before: Mapping[str, Any], now: Mapping[str, Any]) -> list[s
                 f"generations of {_population(document)}, {_seeds_text(document).replace('**', '')}; "
                 f"{infeasible} of {searched} random/nsga2 trials infeasible under the safeguard")
 
-    return [_table(["configuration", *[f"{_metric_title(m, k)} before → now" for m in metrics], "parameters"], rows),
+    return [markdown_table(["configuration", *[f"{_metric_title(m, k)} before → now" for m in metrics], "parameters"], rows),
             "", f"Test means. Before: {setup(before)}. Now: {setup(now)}."]
 
 
