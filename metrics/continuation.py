@@ -15,7 +15,8 @@ Rules (stated once, applied everywhere):
   targets is skipped (counted in ``skipped_no_targets``).
 * Ranking = songs with a usable vector, seed songs excluded, by decreasing inner product of their
   L2-normalised vectors with the mean of the L2-normalised seed vectors (equal to cosine order).
-  Exact search with a faiss ``IndexFlatIP``; ties are broken by faiss.
+  Exact search (faiss, re-scored in float64: the same ranking whatever the number of threads); ties go
+  to the lower song id.
 * R-precision = |targets in the top R| / R, with R = number of targets.
 * NDCG@k = DCG / IDCG with binary relevance: DCG = sum over ranks i <= k holding a target of
   1 / log2(i + 1); IDCG = sum over i = 1 .. min(R, k) of 1 / log2(i + 1).
@@ -25,10 +26,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import faiss
 import numpy as np
 import numpy.typing as npt
 
+from metrics._search import flat_index, top_inner_products
 from metrics._validation import (
     as_csr,
     as_embeddings,
@@ -114,8 +115,7 @@ def playlist_continuation(
     rprecision = np.zeros(len(queries))
     ndcg = np.zeros(len(queries))
     if queries:
-        index = faiss.IndexFlatIP(vectors.shape[1])
-        index.add(vectors)
+        index = flat_index(vectors)
         discounts = 1.0 / np.log2(np.arange(2, max(k, max(t.size for t in targets)) + 2))
         ideal = np.cumsum(discounts)
         for start in range(0, len(queries), batch_size):
@@ -124,7 +124,7 @@ def playlist_continuation(
             # Deep enough that, after removing the seed songs, the top max(k, R) songs remain.
             depth = max(k, max(t.size for t in targets[start:stop])) + max(e.size for e in excluded[start:stop])
             depth = min(depth, rows.size)
-            _, found = index.search(centroids, depth)
+            _, found = top_inner_products(index, vectors, centroids, depth)
             for i, j in enumerate(range(start, stop)):
                 ranked = rows[found[i][found[i] >= 0]]
                 ranked = ranked[~np.isin(ranked, excluded[j])]

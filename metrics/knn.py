@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import faiss
 import numpy as np
 import numpy.typing as npt
 
 from metrics import _validation as _v
+from metrics._search import flat_index, top_inner_products
 
 __all__ = ["KnnTable", "knn_table"]
 
@@ -142,7 +142,8 @@ def knn_table(embeddings: npt.ArrayLike, queries: npt.ArrayLike, k: int = 100, *
         Default: every non-zero row is present.
     batch_size : int, default 8192
         Queries per faiss search call; bounds the temporary memory to about
-        ``batch_size * (k + 1) * 24`` bytes on top of faiss's own blocks.
+        ``batch_size * (k + 17) * 40`` bytes on top of faiss's own blocks, plus
+        ``256 * (k + 17) * dim * 8`` bytes for the float64 re-scoring.
 
     Returns
     -------
@@ -152,8 +153,9 @@ def knn_table(embeddings: npt.ArrayLike, queries: npt.ArrayLike, k: int = 100, *
 
     Notes
     -----
-    Ties (equal cosine) are broken by faiss, in no documented order. The number of threads
-    is faiss's global setting (``faiss.omp_set_num_threads``); it is not changed here.
+    Ties (equal cosine) go to the lower song id. The table does not depend on the number
+    of threads (faiss's global setting, ``faiss.omp_set_num_threads``, not changed here):
+    faiss's candidates are re-scored in float64 (see :mod:`metrics._search`).
     """
     emb = _v.as_embeddings(embeddings)
     n_songs = emb.shape[0]
@@ -171,8 +173,7 @@ def knn_table(embeddings: npt.ArrayLike, queries: npt.ArrayLike, k: int = 100, *
     searched = np.flatnonzero(query_present)
     if candidates.size and searched.size:
         vectors = _v.normalised_float32(emb, candidates)
-        index = faiss.IndexFlatIP(vectors.shape[1])
-        index.add(vectors)
+        index = flat_index(vectors)
         # Query vectors are rows of the indexed matrix, so each present query's own
         # similarity is computed exactly as in the index.
         position = np.searchsorted(candidates, query_ids[searched])
@@ -180,8 +181,9 @@ def knn_table(embeddings: npt.ArrayLike, queries: npt.ArrayLike, k: int = 100, *
         n_keep = min(k, n_search)
         for start in range(0, searched.size, batch_size):
             rows = searched[start:start + batch_size]
-            sims, idx = index.search(vectors[position[start:start + batch_size]], n_search)
-            ids, sims = _drop_self(candidates[idx], sims, query_ids[rows], n_keep)
+            sims, idx = top_inner_products(index, vectors, vectors[position[start:start + batch_size]], n_search)
+            # Positions index ``candidates``, which is sorted: ties go to the lower song id.
+            ids, sims = _drop_self(np.where(idx >= 0, candidates[idx], -1), sims, query_ids[rows], n_keep)
             neighbours[rows, :n_keep] = ids
             scores[rows, :n_keep] = sims
     return KnnTable(queries=query_ids, neighbours=neighbours, scores=scores, k=k,

@@ -119,6 +119,19 @@ def test_matches_brute_force_on_random_data(seed_size: int, k: int, batch_size: 
                  _reference(emb, tokens, offsets, np.ones(n_songs, bool), seed_size, k))
 
 
+def test_exact_ties_are_ranked_by_song_id_as_the_rules_say() -> None:
+    # Bit-identical rows tie exactly; the cut at k and R falls inside the tied block, so only the tie rule
+    # (lower song id first, the reference's stable sort) decides which targets count.
+    rng = np.random.default_rng(11)
+    emb = rng.standard_normal((50, 4))
+    emb[[3, 9, 14, 27, 41, 44]] = emb[20]
+    sequences = [[20, 44, 9, 41], [20, 27, 3], [3, 44, 14, 27, 9], [1, 2, 41, 44]]
+    tokens, offsets = _csr(sequences)
+    for seed_size, k in [(1, 2), (1, 3), (2, 1)]:
+        _assert_same(playlist_continuation(emb, tokens, offsets, seed_size=seed_size, k=k),
+                     _reference(emb, tokens, offsets, np.ones(50, bool), seed_size, k))
+
+
 @settings(max_examples=30, deadline=None)
 @given(seed=st.integers(0, 2**31 - 1), n_songs=st.integers(2, 40), n_seq=st.integers(0, 15),
        seed_size=st.integers(1, 6), k=st.integers(1, 50))

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import metrics._search
 import metrics.knn
 from metrics.clustering import calinski_harabasz
 from metrics.coherence import local_coherence, sample_songs
@@ -112,7 +113,7 @@ def test_evaluate_runs_exactly_one_knn_search(monkeypatch):
     emb, present, data = make_case(2)
     calls, indexes = [], []
     real_knn_table = metrics.knn.knn_table
-    real_index = metrics.knn.faiss.IndexFlatIP
+    real_index = metrics._search.faiss.IndexFlatIP
 
     def spy_knn_table(*args, **kwargs):
         calls.append(kwargs.get("k"))
@@ -124,7 +125,7 @@ def test_evaluate_runs_exactly_one_knn_search(monkeypatch):
         return index
 
     monkeypatch.setattr(metrics.knn, "knn_table", spy_knn_table)
-    monkeypatch.setattr(metrics.knn.faiss, "IndexFlatIP", spy_index)
+    monkeypatch.setattr(metrics._search.faiss, "IndexFlatIP", spy_index)
     evaluate(emb, data, EvaluationSettings(k=15, coherence_k=25), present=present)
     assert calls == [25]  # one table, k = max(k, coherence_k)
     assert len(indexes) == 1

@@ -122,6 +122,33 @@ def test_duplicate_vectors_self_removed_wherever_it_appears():
     assert_table_correct(table, emb, 7)
 
 
+def test_exact_ties_go_to_the_lower_song_id():
+    emb = np.random.default_rng(8).standard_normal((40, 5))
+    emb[[7, 2, 30, 11, 25]] = emb[19]  # six bit-identical rows: equal cosines to any query
+    table = knn_table(emb, [19, 2], k=4)
+    assert table.queries.tolist() == [2, 19]
+    assert table.neighbours.tolist() == [[7, 11, 19, 25], [2, 7, 11, 25]]
+
+
+def test_near_ties_do_not_depend_on_the_thread_count():
+    # Clusters of near-copies, as Word2Vec gives rare songs that share their contexts: float32 inner
+    # products of such rows differ in the last bits, and faiss's BLAS sums in an order that follows the
+    # thread count (1 vs 2 threads reordered 1,100 of these 4,000 rows before the float64 re-scoring).
+    rng = np.random.default_rng(9)
+    emb = (rng.standard_normal((400, 100))[rng.integers(0, 400, 4000)]
+           + 1e-4 * rng.standard_normal((4000, 100))).astype(np.float32)
+    before = faiss.omp_get_max_threads()
+    try:
+        faiss.omp_set_num_threads(1)
+        one = knn_table(emb, np.arange(4000), k=20)
+        faiss.omp_set_num_threads(2)
+        two = knn_table(emb, np.arange(4000), k=20)
+    finally:
+        faiss.omp_set_num_threads(before)
+    np.testing.assert_array_equal(one.neighbours, two.neighbours)
+    np.testing.assert_array_equal(one.scores, two.scores)
+
+
 def test_real_data_with_ties_digits():
     # sklearn's bundled digits (1797 x 64 small integers): a real data set, with exact
     # duplicate images and many tied cosines.
