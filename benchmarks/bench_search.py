@@ -330,23 +330,19 @@ def _runs_at(runs: dict[tuple[str, int], list[dict[str, Any]]], sampler: str,
     return runs[(sampler, min(longer))] if longer else None
 
 
-def _mean_ci(values: list[float]) -> str:
+def _mean_ci(values: list[float], *, share: bool = False) -> str:
+    """Mean and 95% t-interval of ``values``; a ``share`` in percent, its interval clipped to [0%, 100%]."""
     ci = confidence_interval(values)
     if ci["mean"] is None:
         return "-"
-    if ci["low"] is None:
-        return f"{ci['mean']:.3g}"
-    return f"{ci['mean']:.3g} [{ci['low']:.3g}, {ci['high']:.3g}]"
-
-
-def _share_ci(values: list[float]) -> str:
-    """A share's mean and 95% t-interval in percent, the interval clipped to [0%, 100%]."""
-    ci = confidence_interval(values)
-    if ci["mean"] is None:
-        return "-"
-    if ci["low"] is None:
-        return f"{ci['mean']:.0%}"
-    return f"{ci['mean']:.0%} [{max(0.0, ci['low']):.0%}, {min(1.0, ci['high']):.0%}]"
+    if share:
+        low, high, form = (None if ci["low"] is None else max(0.0, ci["low"]),
+                           None if ci["high"] is None else min(1.0, ci["high"]), ".0%")
+    else:
+        low, high, form = ci["low"], ci["high"], ".3g"
+    if low is None:
+        return f"{ci['mean']:{form}}"
+    return f"{ci['mean']:{form}} [{low:{form}}, {high:{form}}]"
 
 
 def _table_row(dataset: str, sampler: str, budget: int, rows: list[dict[str, Any]],
@@ -370,11 +366,11 @@ def _table_row(dataset: str, sampler: str, budget: int, rows: list[dict[str, Any
     # setting's (same seed), and a front member with >= +8% NDCG whose CH objectives lose at most 5%.
     targets = (f"{sum(bool(r.get('above_literature')) for r in rows)}/{len(rows)} / "
                f"{sum(r.get('target_member_ndcg') is not None for r in rows)}/{len(rows)}") if not prefix else "-"
+    untrained = " / ".join(_mean_ci(values(key), share=True) for key in ("untrained", "untrained_coherence"))
     label = f"{budget} (prefix)" if prefix else str(budget)
     return [dataset, sampler, label, str(len(rows)), _mean_ci(values("hv@40")), _mean_ci(values(f"hv@{budget}")),
             ratio(f"hv@{budget}"), _mean_ci(values(f"ndcg@{budget}")), ratio(f"ndcg@{budget}"), balanced,
-            (f"{_share_ci(values('untrained'))} / {_share_ci(values('untrained_coherence'))}" if not prefix else "-"),
-            _share_ci(values("infeasible")) if not prefix else "-",
+            untrained if not prefix else "-", _mean_ci(values("infeasible"), share=True) if not prefix else "-",
             _mean_ci(hours), _mean_ci(gain) if gain else "-", anchors, targets]
 
 
