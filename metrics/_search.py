@@ -55,5 +55,4 @@ def top_inner_products(index: faiss.IndexFlatIP, vectors: np.ndarray, queries: n
         order = np.lexsort((block, -exact), axis=1)[:, :keep]
         scores[start:stop, :keep] = np.take_along_axis(exact, order, axis=1)
         positions[start:stop, :keep] = np.take_along_axis(block, order, axis=1)
-    positions[~np.isfinite(scores)] = -1
     return scores, positions
