@@ -822,7 +822,7 @@ def render_markdown(document: Mapping[str, Any], *, title: str, commands: Sequen
     ]
     verdicts = claim_verdicts(document)
     out.append(markdown_table(["claim", "verdict", "our numbers", "rule"],
-                      [[v.claim, f"**{v.verdict}**", v.evidence, v.rule] for v in verdicts]))
+                              [[v.claim, f"**{v.verdict}**", v.evidence, v.rule] for v in verdicts]))
     if notes:
         out += ["", "## Notes", "", notes.strip()]
     out += ["", "## Headline (test split)", ""]
@@ -910,7 +910,7 @@ def render_markdown(document: Mapping[str, Any], *, title: str, commands: Sequen
                      "on" if safeguard.get("enabled") else "off",
                      f"{statistics.median(s['trial_seconds']):.1f}" if s["trial_seconds"] else "n/a"])
     out.append(markdown_table(["mode", "study", "sampler", "objectives", "trials", "failed", "infeasible", "front",
-                       "best on validation (feasible)", "safeguard", "median s/trial"], rows))
+                               "best on validation (feasible)", "safeguard", "median s/trial"], rows))
 
     out += ["", "## Scale study (NSGA-II on nested subsets of the training sequences)", ""]
     series = {base: points for base in SCALE_BASES if (points := _scale_points(document, base))}
@@ -930,8 +930,8 @@ def render_markdown(document: Mapping[str, Any], *, title: str, commands: Sequen
                              f"trial {tuned['trial']}: {_params_text(tuned['params'])}", f"{p['seconds']:.1f}",
                              f"{sum(x['optimisation_seconds'] for x in p['studies']) / 60:.1f}"])
         out.append(markdown_table(["study", "training data", "sequences", "best on validation (feasible)",
-                           f"tuned test NDCG@{k}", f"baseline test NDCG@{k}", "tuned vs baseline", "chosen parameters",
-                           "median s/trial", "study minutes"], rows))
+                                   f"tuned test NDCG@{k}", f"baseline test NDCG@{k}", "tuned vs baseline",
+                                   "chosen parameters", "median s/trial", "study minutes"], rows))
         out += ["", "Evaluation pairs are the same at every scale; a song the subset never plays has no vector, so "
                 "its pairs count as misses. The 10% subset is contained in the 25% one, and so on. The tuned "
                 "configuration is the balanced compromise of each study's feasible front."]
