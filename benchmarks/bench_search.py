@@ -3,7 +3,7 @@
 Run by hand (long: every study trains real embeddings; resumable, so stop and start it at will)::
 
     python benchmarks/bench_search.py PREPARED [PREPARED ...] --out DIR [--plan "nsga2:40,80 gp:40 tpe:40 random:80"]
-        [--seeds 0,1,2] [--anchor-seeds 0] [--anchor-budget 40]
+        [--seeds 0,1,2] [--anchor-seeds 0] [--anchor-budget 40] [--carry CARRY]
 
 For every prepared dataset, study seed, and sampler:budget of ``--plan``, a default study (``search_preset =
 "default"``, objectives NDCG, CH-artist and CH-genre less those the dataset has no labels for, the HardNeg
@@ -43,12 +43,24 @@ study's summary under ``<dataset>:<fingerprint>:<study>`` with the commit that r
 literature setting's ratios and the TPE anchor's best. A later run, on another machine or after ``--out`` is
 gone, trains only what is missing, so the full plan (about 8 CPU hours per dataset) can be spread over
 several sessions.
+
+A single study can outlast a sitting too (an 80-trial aotm2011 study takes 2-4 CPU hours). With ``--carry
+CARRY``, a stop carries its unfinished studies to the next sitting: on Ctrl-C or SIGTERM the bench fails the
+running trial, writes each unfinished dataset's scratch database as an SQL dump ``CARRY/<dataset>.sql``
+(text, so it can be committed; never a pickle) and exits 130 (143 for SIGTERM). At start, a dump whose
+database is not in ``--out`` is restored into it, and the studies go on to their budgets: the stopped trial
+stays failed, and the resumed worker claims a new worker number, so it draws configurations the first
+sitting did not. A dump is removed once every study of its dataset has reached its budget. ``kill -9``
+writes nothing: the dump of the previous stop, if any, stays as it was.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import signal
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -61,8 +73,9 @@ from optuna.trial import FrozenTrial, TrialState
 
 from dashboards.experiment import markdown_table
 from dashboards.selection import balanced_compromise
-from hpo._atomic import atomic_write_text
+from hpo._atomic import atomic_write, atomic_write_text
 from hpo._table import format_table
+from hpo.cli.main import _exit_now_after_interrupt
 from hpo.config import parse_config
 from hpo.data.dataset import PreparedDataset
 from hpo.experiment import multi_objectives
@@ -175,21 +188,62 @@ def main() -> int:
     parser.add_argument("--no-run", action="store_true",
                         help="train nothing: summarise the studies that reached their budget (the others are left out)")
     parser.add_argument("--markdown", action="store_true", help="print the tables in Markdown (as in README.md)")
+    parser.add_argument("--carry", type=Path, default=None,
+                        help="directory of SQL dumps that carry unfinished studies from one sitting to the next: "
+                        "restored into --out when its database is absent, written at Ctrl-C or SIGTERM")
     args = parser.parse_args()
+    if args.carry is not None and args.no_run:
+        parser.error("--carry restores and keeps studies to run; --no-run runs none")
     plan = {item.split(":")[0]: sorted(int(b) for b in item.split(":")[1].split(",")) for item in args.plan.split()}
-    samplers = list(plan)
-    budgets = sorted({b for bs in plan.values() for b in bs})
     seeds = [int(s) for s in args.seeds.split(",") if s]
     anchor_seeds = [int(s) for s in args.anchor_seeds.split(",") if s]
     args.out.mkdir(parents=True, exist_ok=True)
     args.results.mkdir(parents=True, exist_ok=True)
     commit = args.commit or _checkout_commit()
-    studies_file, anchors_file = args.results / "studies.json", args.results / "anchors.json"
     optuna.logging.set_verbosity(optuna.logging.ERROR)
 
+    if args.carry is not None:
+        for path in args.prepared:
+            restore_carried(args.carry / f"{path.name}.sql", args.out / f"{path.name}.db")
+        signal.signal(signal.SIGTERM, _interrupt)
+    done: set[str] = set()
+    try:
+        summary, table, anchor_rows = _run_plan(args, plan, seeds, anchor_seeds, commit, done)
+    except KeyboardInterrupt as stop:
+        if args.carry is None:
+            raise
+        _carry_unfinished(args.prepared, args.out, args.carry, done)
+        _log("interrupted")
+        # _interrupt passes SIGTERM's number; a Ctrl-C carries none. Exit as `songhpo` does after Ctrl-C: at
+        # once, or a heartbeat thread caught half-started could hold the interpreter's shutdown for good.
+        _exit_now_after_interrupt(128 + (stop.args[0] if stop.args and isinstance(stop.args[0], int) else signal.SIGINT))
+    if args.carry is not None:
+        _carry_unfinished(args.prepared, args.out, args.carry, done)
+    slug = "_".join(item.replace(":", "-").replace(",", "-") for item in args.plan.split())
+    atomic_write_text(args.results / f"summary-{slug}.json", json.dumps(summary, indent=1, default=float) + "\n")
+    headers = ["dataset", "sampler", "budget", "seeds", "HV@40", "HV@budget", "HV vs random", "best NDCG",
+               "NDCG vs random", "balanced NDCG / CH-artist / CH-genre", "untrained (CH / coherence)", "infeasible", "CPU h",
+               "HV-1 per CPU h", "front dominates defaults / literature / tpe-ndcg",
+               "studies with NDCG >= literature / +8% member"]
+    show = markdown_table if args.markdown else format_table
+    print(show(headers, table))
+    print()
+    print(show(["dataset", "configuration", "seeds", "NDCG", "other objectives (CH-artist / CH-genre, ratios)"],
+               anchor_rows))
+    return 0
+
+
+def _run_plan(args: argparse.Namespace, plan: dict[str, list[int]], seeds: list[int], anchor_seeds: list[int],
+              commit: str, done: set[str]) -> tuple[dict[str, Any], list[list[str]], list[list[str]]]:
+    """Run (or, with ``--no-run``, only summarise) every dataset's anchors and studies: the summary, the
+    main table's rows and the anchor table's rows. Each dataset whose studies have all reached their
+    budgets joins ``done`` as it finishes."""
     summary: dict[str, Any] = {}
     table: list[list[str]] = []
     anchor_rows: list[list[str]] = []
+    samplers = list(plan)
+    budgets = sorted({b for bs in plan.values() for b in bs})
+    studies_file, anchors_file = args.results / "studies.json", args.results / "anchors.json"
     for path in args.prepared:
         dataset = PreparedDataset.load(path)
         metrics = multi_objectives(dataset)
@@ -243,18 +297,53 @@ def main() -> int:
                 if rows is not None:
                     table.append(_table_row(path.name, sampler, budget, rows, reference, metrics,
                                             prefix=(sampler, budget) not in runs))
-    slug = "_".join(item.replace(":", "-").replace(",", "-") for item in args.plan.split())
-    atomic_write_text(args.results / f"summary-{slug}.json", json.dumps(summary, indent=1, default=float) + "\n")
-    headers = ["dataset", "sampler", "budget", "seeds", "HV@40", "HV@budget", "HV vs random", "best NDCG",
-               "NDCG vs random", "balanced NDCG / CH-artist / CH-genre", "untrained (CH / coherence)", "infeasible", "CPU h",
-               "HV-1 per CPU h", "front dominates defaults / literature / tpe-ndcg",
-               "studies with NDCG >= literature / +8% member"]
-    show = markdown_table if args.markdown else format_table
-    print(show(headers, table))
-    print()
-    print(show(["dataset", "configuration", "seeds", "NDCG", "other objectives (CH-artist / CH-genre, ratios)"],
-               anchor_rows))
-    return 0
+        done.add(path.name)
+    return summary, table, anchor_rows
+
+
+def restore_carried(dump: Path, database: Path) -> None:
+    """Restore SQL dump ``dump`` (written by :func:`carry_over`) into SQLite file ``database``, atomically.
+
+    Nothing happens when there is no dump, or when ``database`` exists already: it holds the same studies
+    at least as far as the dump does (a dump is only ever written from it).
+    """
+    if not dump.exists():
+        return
+    if database.exists():
+        _log(f"{database} exists: {dump} not restored")
+        return
+
+    def load(tmp: Path) -> None:
+        with contextlib.closing(sqlite3.connect(tmp)) as connection:
+            connection.executescript(dump.read_text(encoding="utf-8"))
+
+    atomic_write(database, load)
+    _log(f"restored {database} from {dump}")
+
+
+def carry_over(database: Path, dump: Path) -> None:
+    """Write SQLite file ``database`` as an SQL dump (UTF-8 text) to ``dump``, atomically."""
+    with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as connection:
+        text = "\n".join(connection.iterdump()) + "\n"
+    atomic_write_text(dump, text)
+
+
+def _carry_unfinished(prepared: list[Path], out: Path, carry: Path, done: set[str]) -> None:
+    """Dump the scratch database of every dataset not in ``done`` into ``carry``; remove the others' dumps."""
+    for path in prepared:
+        database, dump = out / f"{path.name}.db", carry / f"{path.name}.sql"
+        if path.name in done:
+            if dump.exists():
+                dump.unlink()
+                _log(f"{path.name}: every study reached its budget, {dump} removed")
+        elif database.exists():
+            carry_over(database, dump)
+            _log(f"{path.name}: unfinished studies carried over to {dump}")
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    """SIGTERM handler: stop as Ctrl-C does (the running trial is failed, the unfinished studies carried)."""
+    raise KeyboardInterrupt(signum)
 
 
 def _literature_ratios(dataset: PreparedDataset, metrics: list[str], seed: int, cache: Path, *,

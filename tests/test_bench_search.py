@@ -1,0 +1,103 @@
+"""``benchmarks/bench_search.py --carry``: a study stopped in one sitting goes on to its budget in the next,
+from a committed SQL dump, without the first sitting's scratch directory."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+
+from tests.conftest import REPO, assert_distinct_except_reruns
+
+BENCH = REPO / "benchmarks" / "bench_search.py"
+
+
+def _bench(prepared: Path, out: Path, carry: Path, results: Path, *more: str) -> list[str]:
+    return [sys.executable, str(BENCH), str(prepared), "--out", str(out), "--carry", str(carry),
+            "--results", str(results), "--plan", "random:4", "--seeds", "0", "--anchor-seeds", "", "--commit", "test",
+            *more]
+
+
+def _wait_for_running_after(database: Path, name: str, process: subprocess.Popen[str], complete: int) -> None:
+    """Wait until study ``name`` in SQLite file ``database`` holds ``complete`` completed trials and a running one."""
+    deadline = time.monotonic() + 300
+    # Read-only and plain sqlite3: Optuna's storage would create the file and its tables, racing the bench.
+    query = ("SELECT state, count(*) FROM trials JOIN studies USING (study_id) WHERE study_name = ? GROUP BY state")
+    while True:
+        assert process.poll() is None, process.communicate()[1]
+        assert time.monotonic() < deadline, f"{name} never had {complete} completed trials and a running one"
+        states: dict[str, int] = {}
+        if database.exists():
+            with contextlib.suppress(sqlite3.OperationalError), \
+                    contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as connection:
+                states = dict(connection.execute(query, (name,)).fetchall())
+        if states.get("COMPLETE", 0) >= complete and states.get("RUNNING"):
+            return
+        time.sleep(0.2)
+
+
+def test_a_stopped_study_is_carried_to_the_next_sitting_and_reaches_its_budget(prepared_synth: Path,
+                                                                               tmp_path: Path) -> None:
+    carry, results = tmp_path / "carry", tmp_path / "results"
+    first, second = tmp_path / "first", tmp_path / "second"
+    storage = f"sqlite:///{first / 'synth.db'}"
+    sitting = subprocess.Popen(_bench(prepared_synth, first, carry, results), stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    _wait_for_running_after(first / "synth.db", "random-4-s0", sitting, complete=2)
+    sitting.send_signal(signal.SIGTERM)
+    _, err = sitting.communicate(timeout=300)
+    assert sitting.returncode == 128 + signal.SIGTERM, err
+    assert "carried over" in err and "Traceback" not in err
+    dump = carry / "synth.sql"
+    assert dump.read_text().startswith("BEGIN TRANSACTION;")
+    stopped = optuna.load_study(study_name="random-4-s0", storage=storage).get_trials()
+    before = {t.number: t.params for t in stopped if t.state == TrialState.COMPLETE}
+    interrupted = [t.number for t in stopped if t.state == TrialState.FAIL]
+    # The trial seen running is failed, unless it ended between that look and the signal (then the signal
+    # may land between two trials, with none running).
+    assert len(interrupted) <= 1 and not [t for t in stopped if t.state == TrialState.RUNNING]
+    assert not (results / "studies.json").exists()
+
+    # The next sitting has the dump and the kept results only: another scratch directory.
+    done = subprocess.run(_bench(prepared_synth, second, carry, results), capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert f"restored {second / 'synth.db'} from {dump}" in done.stderr
+    assert "every study reached its budget" in done.stderr and not dump.exists()
+    trials = optuna.load_study(study_name="random-4-s0", storage=f"sqlite:///{second / 'synth.db'}").get_trials()
+    complete = {t.number: t.params for t in trials if t.state == TrialState.COMPLETE}
+    assert len(complete) == 4
+    # The first sitting's trials are kept as they were, the stopped one stays failed, and the resumed
+    # worker draws new configurations.
+    assert {n: complete[n] for n in before} == before
+    for number in interrupted:
+        assert trials[number].state == TrialState.FAIL
+        assert trials[number].user_attrs["fail_reason"].startswith("interrupted")
+    assert_distinct_except_reruns(trials)
+    kept = json.loads((results / "studies.json").read_text())
+    assert [row["trials"] for key, row in kept.items() if key.endswith(":random-4-s0")] == [4]
+
+    # A scratch database that exists wins over a dump (it holds at least what the dump holds).
+    carry.mkdir(exist_ok=True)
+    dump.write_text("this is not SQL\n")
+    again = subprocess.run(_bench(prepared_synth, second, carry, results), capture_output=True, text=True,
+                           timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert f"{second / 'synth.db'} exists: {dump} not restored" in again.stderr
+    assert not dump.exists()
+
+
+def test_carry_with_no_run_is_refused(prepared_synth: Path, tmp_path: Path) -> None:
+    refused = subprocess.run(_bench(prepared_synth, tmp_path / "out", tmp_path / "carry", tmp_path / "results",
+                                    "--no-run"), capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 2
+    assert refused.stderr.strip().splitlines()[-1].endswith("--carry restores and keeps studies to run; --no-run runs none")
+    assert not (tmp_path / "out").exists()
