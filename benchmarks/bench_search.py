@@ -44,14 +44,16 @@ literature setting's ratios and the TPE anchor's best. A later run, on another m
 gone, trains only what is missing, so the full plan (about 8 CPU hours per dataset) can be spread over
 several sessions.
 
-A single study can outlast a sitting too (an 80-trial aotm2011 study takes 2-4 CPU hours). With ``--carry
-CARRY``, a stop carries its unfinished studies to the next sitting: on Ctrl-C or SIGTERM the bench fails the
-running trial, writes each unfinished dataset's scratch database as an SQL dump ``CARRY/<dataset>.sql``
-(text, so it can be committed; never a pickle) and exits 130 (143 for SIGTERM). At start, a dump whose
-database is not in ``--out`` is restored into it, and the studies go on to their budgets: the stopped trial
-stays failed, and the resumed worker claims a new worker number, so it draws configurations the first
-sitting did not. A dump is removed once every study of its dataset has reached its budget. ``kill -9``
-writes nothing: the dump of the previous stop, if any, stays as it was.
+A single study can outlast a sitting too (an 80-trial aotm2011 study takes 1-4 CPU hours). With ``--carry
+CARRY``, a stop carries its unfinished studies to the next sitting: on Ctrl-C, SIGTERM or SIGHUP the bench
+fails the running trial, writes each unfinished dataset's scratch database as an SQL dump
+``CARRY/<dataset>.sql`` (text, so it can be committed; never a pickle) and exits 128 + the signal's number
+(130 for Ctrl-C). At start, a dump whose database is not in ``--out`` is restored into it (a database
+that holds fewer completed trials of a study than its dump stops the bench), and the studies go on to
+their budgets: the stopped trial stays failed, and the resumed worker claims a new worker number, so it
+draws configurations the first sitting did not. A dump is removed once every anchor and study of its
+dataset has reached its budget. ``kill -9`` writes nothing: the dump of the previous stop, if any, stays as
+it was.
 """
 
 from __future__ import annotations
@@ -95,8 +97,9 @@ def _log(message: str) -> None:
 
 def _study(dataset: Path, storage: str, name: str, seed: int, budget: int, *, run: bool = True,
            **settings: Any) -> optuna.Study | None:
-    """Create (or resume) study ``name`` and run it to ``budget`` completed trials; with ``run=False``,
-    the study if it has reached ``budget`` (``None`` when it does not exist or is still short of it)."""
+    """Create (or resume) study ``name`` and run it to ``budget`` completed trials (``None`` when its worker
+    stopped short of it); with ``run=False``, the study if it has reached ``budget`` (``None`` when it does
+    not exist or is still short of it)."""
     # The bench needs metrics only: storing the front's vectors would fill --out for nothing.
     config = parse_config({"name": name, "dataset": str(dataset), "storage": storage, "seed": seed,
                            "trials": budget, "artifacts": {"policy": "none"}, **settings}, name)
@@ -116,6 +119,11 @@ def _study(dataset: Path, storage: str, name: str, seed: int, budget: int, *, ru
     if done < budget:
         _log(f"{name}: {done} -> {budget} trials")
         run_worker(study, config)
+        # The worker gives up after too many failed trials: such a study is not finished.
+        done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+        if done < budget:
+            _log(f"{name}: stopped at {done} of {budget} trials, left out")
+            return None
     return study
 
 
@@ -190,7 +198,7 @@ def main() -> int:
     parser.add_argument("--markdown", action="store_true", help="print the tables in Markdown (as in README.md)")
     parser.add_argument("--carry", type=Path, default=None,
                         help="directory of SQL dumps that carry unfinished studies from one sitting to the next: "
-                        "restored into --out when its database is absent, written at Ctrl-C or SIGTERM")
+                        "restored into --out when its database is absent, written at Ctrl-C, SIGTERM or SIGHUP")
     args = parser.parse_args()
     if args.carry is not None and args.no_run:
         parser.error("--carry restores and keeps studies to run; --no-run runs none")
@@ -205,7 +213,10 @@ def main() -> int:
     if args.carry is not None:
         for path in args.prepared:
             restore_carried(args.carry / f"{path.name}.sql", args.out / f"{path.name}.db")
-        signal.signal(signal.SIGTERM, _interrupt)
+        # A bench started in the background by a script inherits SIGINT ignored: take it back.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        for stop_signal in _STOP_SIGNALS:
+            signal.signal(stop_signal, _interrupt)
     done: set[str] = set()
     try:
         summary, table, anchor_rows = _run_plan(args, plan, seeds, anchor_seeds, commit, done)
@@ -236,8 +247,8 @@ def main() -> int:
 def _run_plan(args: argparse.Namespace, plan: dict[str, list[int]], seeds: list[int], anchor_seeds: list[int],
               commit: str, done: set[str]) -> tuple[dict[str, Any], list[list[str]], list[list[str]]]:
     """Run (or, with ``--no-run``, only summarise) every dataset's anchors and studies: the summary, the
-    main table's rows and the anchor table's rows. Each dataset whose studies have all reached their
-    budgets joins ``done`` as it finishes."""
+    main table's rows and the anchor table's rows. Each dataset whose anchors and studies have all reached
+    their budgets joins ``done`` as it finishes."""
     summary: dict[str, Any] = {}
     table: list[list[str]] = []
     anchor_rows: list[list[str]] = []
@@ -250,6 +261,7 @@ def _run_plan(args: argparse.Namespace, plan: dict[str, list[int]], seeds: list[
         storage = f"sqlite:///{(args.out / (path.name + '.db')).resolve()}"
         runs: dict[tuple[str, int], list[dict[str, Any]]] = {}
         tpe_best: list[np.ndarray] = []
+        left_out = False
         for seed in anchor_seeds:
             name = f"anchor-tpe-ndcg-s{seed}"
             key = f"{path.name}:{dataset.fingerprint}:{name}@{args.anchor_budget}"
@@ -258,6 +270,7 @@ def _run_plan(args: argparse.Namespace, plan: dict[str, list[int]], seeds: list[
                 tpe = _study(path, storage, name, seed, args.anchor_budget, run=not args.no_run,
                              objectives=["ndcg"], sampler={"name": "tpe"}, constraint={"enabled": False})
                 if tpe is None:
+                    left_out = True
                     continue
                 base = baseline_trial(tpe)
                 assert base is not None
@@ -282,6 +295,7 @@ def _run_plan(args: argparse.Namespace, plan: dict[str, list[int]], seeds: list[
                         study = _study(path, storage, name, seed, budget, run=not args.no_run,
                                        objectives=metrics, sampler={"name": sampler})
                         if study is None:
+                            left_out = True
                             continue
                         row = {**summarise(study, metrics, anchors), "commit": commit}
                         _remember(studies_file, key, row)
@@ -297,39 +311,78 @@ def _run_plan(args: argparse.Namespace, plan: dict[str, list[int]], seeds: list[
                 if rows is not None:
                     table.append(_table_row(path.name, sampler, budget, rows, reference, metrics,
                                             prefix=(sampler, budget) not in runs))
-        done.add(path.name)
+        if not left_out:
+            done.add(path.name)
     return summary, table, anchor_rows
 
 
 def restore_carried(dump: Path, database: Path) -> None:
     """Restore SQL dump ``dump`` (written by :func:`carry_over`) into SQLite file ``database``, atomically.
 
-    Nothing happens when there is no dump, or when ``database`` exists already: it holds the same studies
-    at least as far as the dump does (a dump is only ever written from it).
+    Nothing happens when there is no dump, or when ``database`` exists and every study in the dump has as
+    many completed trials in it (the dump was written from it, or from an earlier state of it). A database
+    behind its dump (an old scratch directory beside a newer committed dump) stops the bench: going on
+    would run trials the dump holds already, and the next stop would overwrite the dump with less.
     """
     if not dump.exists():
         return
+    script = dump.read_text(encoding="utf-8")
     if database.exists():
-        _log(f"{database} exists: {dump} not restored")
+        with contextlib.closing(sqlite3.connect(":memory:")) as carried:
+            _load_dump(carried, script, dump)
+            in_dump = _completed(carried)
+        here = _completed_in(database)
+        ahead = [f"{name} {count} > {here.get(name, 0)}" for name, count in sorted(in_dump.items())
+                 if count > here.get(name, 0)]
+        if ahead:
+            sys.exit(f"bench_search.py: {database} is behind {dump} (completed trials, dump > database: "
+                     f"{', '.join(ahead)}): remove the database to restore the dump")
+        _log(f"{database} exists and holds every trial of {dump}: the dump is not restored")
         return
 
     def load(tmp: Path) -> None:
         with contextlib.closing(sqlite3.connect(tmp)) as connection:
-            connection.executescript(dump.read_text(encoding="utf-8"))
+            _load_dump(connection, script, dump)
 
     atomic_write(database, load)
     _log(f"restored {database} from {dump}")
 
 
+def _load_dump(connection: sqlite3.Connection, script: str, dump: Path) -> None:
+    try:
+        connection.executescript(script)
+    except sqlite3.Error as exc:
+        sys.exit(f"bench_search.py: {dump} is not an SQL dump of a study database: {exc}")
+    # A dump cut short before its COMMIT would be rolled back at close, leaving an empty database.
+    if connection.in_transaction:
+        sys.exit(f"bench_search.py: {dump} is cut short: it ends before its COMMIT")
+
+
+def _completed(connection: sqlite3.Connection) -> dict[str, int]:
+    """Completed trials per study of an Optuna SQLite storage."""
+    return dict(connection.execute("SELECT study_name, count(*) FROM trials JOIN studies USING (study_id) "
+                                   "WHERE state = 'COMPLETE' GROUP BY study_name").fetchall())
+
+
+def _completed_in(database: Path) -> dict[str, int]:
+    with contextlib.closing(sqlite3.connect(database.resolve().as_uri() + "?mode=ro", uri=True)) as connection:
+        return _completed(connection)
+
+
 def carry_over(database: Path, dump: Path) -> None:
     """Write SQLite file ``database`` as an SQL dump (UTF-8 text) to ``dump``, atomically."""
-    with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as connection:
+    with contextlib.closing(sqlite3.connect(database.resolve().as_uri() + "?mode=ro", uri=True)) as connection:
         text = "\n".join(connection.iterdump()) + "\n"
     atomic_write_text(dump, text)
 
 
 def _carry_unfinished(prepared: list[Path], out: Path, carry: Path, done: set[str]) -> None:
-    """Dump the scratch database of every dataset not in ``done`` into ``carry``; remove the others' dumps."""
+    """Dump the scratch database of every dataset not in ``done`` into ``carry``; remove the others' dumps.
+
+    Stops are ignored from here on (the bench ends after this): a second one must not cut the dumps short.
+    """
+    for stop_signal in (signal.SIGINT, *_STOP_SIGNALS):
+        signal.signal(stop_signal, signal.SIG_IGN)
     for path in prepared:
         database, dump = out / f"{path.name}.db", carry / f"{path.name}.sql"
         if path.name in done:
@@ -341,8 +394,13 @@ def _carry_unfinished(prepared: list[Path], out: Path, carry: Path, done: set[st
             _log(f"{path.name}: unfinished studies carried over to {dump}")
 
 
+#: Signals that end a sitting as Ctrl-C does with ``--carry``: ``kill PID`` and a closed terminal.
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
 def _interrupt(signum: int, frame: object) -> None:
-    """SIGTERM handler: stop as Ctrl-C does (the running trial is failed, the unfinished studies carried)."""
+    """Handler of :data:`_STOP_SIGNALS`: stop as Ctrl-C does (the running trial is failed, the unfinished
+    studies carried)."""
     raise KeyboardInterrupt(signum)
 
 

@@ -4,6 +4,7 @@ from a committed SQL dump, without the first sitting's scratch directory."""
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import signal
 import sqlite3
@@ -11,8 +12,10 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import optuna
+import pytest
 from optuna.trial import TrialState
 
 from tests.conftest import REPO, assert_distinct_except_reruns
@@ -85,19 +88,48 @@ def test_a_stopped_study_is_carried_to_the_next_sitting_and_reaches_its_budget(p
     kept = json.loads((results / "studies.json").read_text())
     assert [row["trials"] for key, row in kept.items() if key.endswith(":random-4-s0")] == [4]
 
-    # A scratch database that exists wins over a dump (it holds at least what the dump holds).
-    carry.mkdir(exist_ok=True)
-    dump.write_text("this is not SQL\n")
-    again = subprocess.run(_bench(prepared_synth, second, carry, results), capture_output=True, text=True,
-                           timeout=600)
-    assert again.returncode == 0, again.stderr
-    assert f"{second / 'synth.db'} exists: {dump} not restored" in again.stderr
-    assert not dump.exists()
-
-
 def test_carry_with_no_run_is_refused(prepared_synth: Path, tmp_path: Path) -> None:
     refused = subprocess.run(_bench(prepared_synth, tmp_path / "out", tmp_path / "carry", tmp_path / "results",
                                     "--no-run"), capture_output=True, text=True, timeout=120)
     assert refused.returncode == 2
     assert refused.stderr.strip().splitlines()[-1].endswith("--carry restores and keeps studies to run; --no-run runs none")
     assert not (tmp_path / "out").exists()
+
+
+def _bench_module() -> Any:
+    spec = importlib.util.spec_from_file_location("bench_search", BENCH)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _storage_with(database: Path, completed: int) -> None:
+    """An Optuna SQLite storage with study ``s`` of ``completed`` completed trials."""
+    study = optuna.create_study(study_name="s", storage=f"sqlite:///{database}")
+    study.optimize(lambda trial: trial.suggest_float("x", 0.0, 1.0), n_trials=completed)
+
+
+def test_a_dump_is_restored_only_over_a_database_that_is_not_behind_it(tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    bench = _bench_module()
+    dump = tmp_path / "carry" / "d.sql"
+    _storage_with(tmp_path / "ran.db", 3)
+    bench.carry_over(tmp_path / "ran.db", dump)
+    # Into an absent database: the same studies and trials.
+    bench.restore_carried(dump, tmp_path / "new.db")
+    assert optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path / 'new.db'}").trials == \
+        optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path / 'ran.db'}").trials
+    # A database with as many completed trials as its dump (the boundary) is kept as it is.
+    bench.restore_carried(dump, tmp_path / "ran.db")
+    assert "holds every trial" in capsys.readouterr().err
+    # One completed trial fewer stops the bench, naming the study.
+    _storage_with(tmp_path / "behind.db", 2)
+    with pytest.raises(SystemExit, match=r"behind.db is behind .*d\.sql \(completed trials, dump > database: s 3 > 2\)"):
+        bench.restore_carried(dump, tmp_path / "behind.db")
+    # A dump cut short before its COMMIT restores nothing (no empty database left behind).
+    cut = tmp_path / "cut.sql"
+    cut.write_text(dump.read_text().replace("COMMIT;", ""))
+    with pytest.raises(SystemExit, match="cut short"):
+        bench.restore_carried(cut, tmp_path / "fresh.db")
+    assert not (tmp_path / "fresh.db").exists()
