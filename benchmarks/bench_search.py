@@ -225,7 +225,7 @@ def main() -> int:
             raise
         _carry_unfinished(args.prepared, args.out, args.carry, done)
         _log("interrupted")
-        # _interrupt passes SIGTERM's number; a Ctrl-C carries none. Exit as `songhpo` does after Ctrl-C: at
+        # _interrupt passes its signal's number; a Ctrl-C carries none. Exit as `songhpo` does after Ctrl-C: at
         # once, or a heartbeat thread caught half-started could hold the interpreter's shutdown for good.
         _exit_now_after_interrupt(128 + (stop.args[0] if stop.args and isinstance(stop.args[0], int) else signal.SIGINT))
     if args.carry is not None:

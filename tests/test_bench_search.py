@@ -88,6 +88,7 @@ def test_a_stopped_study_is_carried_to_the_next_sitting_and_reaches_its_budget(p
     kept = json.loads((results / "studies.json").read_text())
     assert [row["trials"] for key, row in kept.items() if key.endswith(":random-4-s0")] == [4]
 
+
 def test_carry_with_no_run_is_refused(prepared_synth: Path, tmp_path: Path) -> None:
     refused = subprocess.run(_bench(prepared_synth, tmp_path / "out", tmp_path / "carry", tmp_path / "results",
                                     "--no-run"), capture_output=True, text=True, timeout=120)
