@@ -365,13 +365,18 @@ def _completed(connection: sqlite3.Connection) -> dict[str, int]:
 
 
 def _completed_in(database: Path) -> dict[str, int]:
-    with contextlib.closing(sqlite3.connect(database.resolve().as_uri() + "?mode=ro", uri=True)) as connection:
+    with _read_only(database) as connection:
         return _completed(connection)
+
+
+def _read_only(database: Path) -> contextlib.closing[sqlite3.Connection]:
+    """A read-only connection to SQLite file ``database`` (closed on leaving the ``with``)."""
+    return contextlib.closing(sqlite3.connect(database.resolve().as_uri() + "?mode=ro", uri=True))
 
 
 def carry_over(database: Path, dump: Path) -> None:
     """Write SQLite file ``database`` as an SQL dump (UTF-8 text) to ``dump``, atomically."""
-    with contextlib.closing(sqlite3.connect(database.resolve().as_uri() + "?mode=ro", uri=True)) as connection:
+    with _read_only(database) as connection:
         text = "\n".join(connection.iterdump()) + "\n"
     atomic_write_text(dump, text)
 
