@@ -25,35 +25,36 @@ from tests.conftest import (
 )
 
 
-def test_four_workers_share_one_study(prepared_synth: Path, server_url: str, tmp_path: Path) -> None:
-    config = write_toml(tmp_path / "study.toml", tiny_study_config(prepared_synth, server_url, trials=12))
+def test_four_workers_share_one_study(prepared_synth: Path, postgres_url: str, tmp_path: Path) -> None:
+    """PostgreSQL; two workers on MariaDB/MySQL are tests/test_storage.py::test_two_workers_on_a_server_lose_nothing."""
+    config = write_toml(tmp_path / "study.toml", tiny_study_config(prepared_synth, postgres_url, trials=8))
     created = run_cli("study", "create", str(config))
     assert created.returncode == 0, created.stderr
-    assert json.loads(created.stdout)["storage"] == server_url
-    # Each worker may run at most 3 trials, so reaching the budget of 12 needs all four of them.
-    workers = [start_cli("study", "run", str(config), "--n-trials", "3") for _ in range(4)]
+    assert json.loads(created.stdout)["storage"] == postgres_url
+    # Each worker may run at most 2 trials, so reaching the budget of 8 needs all four of them.
+    workers = [start_cli("study", "run", str(config), "--n-trials", "2") for _ in range(4)]
     reports = []
     for worker in workers:
         out, err = worker.communicate(timeout=300)
         assert worker.returncode == 0, err
         assert "Traceback" not in err, err
         reports.append(json.loads(out))
-    study = optuna.load_study(study_name="tiny", storage=server_url)
+    study = optuna.load_study(study_name="tiny", storage=postgres_url)
     trials = study.get_trials()
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     # Nothing lost: every trial a worker completed is in the storage, and nothing is left hanging.
     assert sum(r["completed"] for r in reports) == len(complete)
-    assert len(complete) == 12
+    assert len(complete) == 8
     assert all(t.state == TrialState.COMPLETE for t in trials)
     # Nothing duplicated: unique numbers, one baseline, and every worker did some of the work.
     assert sorted(t.number for t in trials) == list(range(len(trials)))
     assert sum(bool(t.user_attrs.get("baseline")) for t in trials) == 1
-    assert [r["completed"] for r in reports] == [3, 3, 3, 3]
+    assert [r["completed"] for r in reports] == [2, 2, 2, 2]
     assert all("ndcg" in t.user_attrs and "feasible" in t.user_attrs for t in complete)
     # Distinct trials: every worker got its own number, hence its own sampler seed, and no configuration ran twice.
     assert sorted(r["worker"] for r in reports) == [0, 1, 2, 3]
     assert_distinct_except_reruns(trials)
-    status = run_cli("study", "status", "tiny", "--storage", server_url, "--json")
+    status = run_cli("study", "status", "tiny", "--storage", postgres_url, "--json")
     assert status.returncode == 0, status.stderr
     assert json.loads(status.stdout)["trials"]["complete"] == len(complete)
 

@@ -36,6 +36,7 @@ from storage.errors import InputError
 from storage.models import VERSION_TABLE, Base
 from tests.conftest import (
     SERVERS,
+    assert_distinct_except_reruns,
     assert_one_line_error,
     run_cli,
     run_python,
@@ -348,7 +349,8 @@ def test_a_recreated_study_starts_with_empty_tables(prepared_synth: Path, tmp_pa
 
 
 def test_two_workers_on_a_server_lose_nothing(prepared_synth: Path, server_url: str, tmp_path: Path) -> None:
-    """Two worker processes on PostgreSQL, and on MariaDB/MySQL."""
+    """Two worker processes on PostgreSQL, and on MariaDB/MySQL: nothing lost, nothing recorded twice, no
+    configuration run twice (four workers on PostgreSQL: tests/test_distributed.py)."""
     config = write_toml(tmp_path / "study.toml", tiny_study_config(prepared_synth, server_url, trials=4))
     created = run_cli("study", "create", str(config))
     assert created.returncode == 0, created.stderr
@@ -361,9 +363,11 @@ def test_two_workers_on_a_server_lose_nothing(prepared_synth: Path, server_url: 
         assert "could not record" not in err
         reports.append(json.loads(out))
     assert [r["completed"] for r in reports] == [2, 2]  # both really worked
+    assert sorted(r["worker"] for r in reports) == [0, 1]  # each its own sampler seed
     study = optuna.load_study(study_name="tiny", storage=server_url)
     complete = study.get_trials(states=(TrialState.COMPLETE,))
     assert sum(r["completed"] for r in reports) == len(complete) >= 4
+    assert_distinct_except_reruns(study.get_trials())
     try:
         stored = _metric_rows(server_url, "tiny", "validation")
         assert set(stored) == {(t.number, t.user_attrs["seed"]) for t in complete}
