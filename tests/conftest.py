@@ -58,10 +58,79 @@ def _environment(env: dict[str, str] | None) -> dict[str, str]:
 
 def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600, env: dict[str, str] | None = None,
             text: bool = True) -> subprocess.CompletedProcess[Any]:
-    """Run the real ``songhpo`` console script in a subprocess (``env`` adds to the environment; ``text=False``
-    captures bytes, for binary output on stdout)."""
-    return subprocess.run([sys.executable, "-m", "hpo", *args], capture_output=True, text=text, cwd=cwd,
-                          env=_environment(env), timeout=timeout)
+    """Run the real ``songhpo`` CLI (``python -m hpo``) in a subprocess and wait for it (``env`` adds to the
+    environment; ``text=False`` captures bytes, for binary output on stdout).
+
+    The subprocess is forked from a warm interpreter that has the third-party libraries imported
+    (:mod:`tests._warm_cli`); songhpo itself is imported afresh in it. ``SONGHPO_TEST_COLD_CLI=1`` starts a
+    new interpreter for every call instead (:func:`start_cli` always does).
+    """
+    command = [sys.executable, "-m", "hpo", *args]
+    if os.environ.get("SONGHPO_TEST_COLD_CLI") == "1":
+        return subprocess.run(command, capture_output=True, text=text, cwd=cwd, env=_environment(env), timeout=timeout)
+    return _warm_cli().run(command, cwd=cwd or Path.cwd(), env=_environment(env), timeout=timeout, text=text)
+
+
+class _WarmCli:
+    """The client side of :mod:`tests._warm_cli`: one warm interpreter per test process, one request at a time."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self._lock = threading.Lock()
+        self._process = subprocess.Popen([sys.executable, "-m", "tests._warm_cli"], stdin=subprocess.PIPE,
+                                         stdout=subprocess.PIPE, text=True, cwd=REPO, env=_environment(None),
+                                         preexec_fn=_default_sigint)
+
+    def _reply(self, deadline: float) -> dict[str, int]:
+        import json
+        import selectors
+        import time
+
+        assert self._process.stdout is not None
+        with selectors.DefaultSelector() as selector:
+            selector.register(self._process.stdout, selectors.EVENT_READ)
+            if not selector.select(max(0.0, deadline - time.monotonic())):
+                raise TimeoutError
+        line = self._process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"tests._warm_cli ended (exit {self._process.wait()})")
+        reply: dict[str, int] = json.loads(line)
+        return reply
+
+    def run(self, command: list[str], *, cwd: Path, env: dict[str, str], timeout: float,
+            text: bool) -> subprocess.CompletedProcess[Any]:
+        import json
+        import tempfile
+        import time
+
+        with self._lock, tempfile.TemporaryDirectory(prefix="songhpo-cli-") as scratch:
+            out, err = Path(scratch, "stdout"), Path(scratch, "stderr")
+            out.touch()
+            err.touch()
+            assert self._process.stdin is not None
+            self._process.stdin.write(json.dumps({"args": command[3:], "cwd": str(cwd), "env": env,
+                                                  "stdout": str(out), "stderr": str(err)}) + "\n")
+            self._process.stdin.flush()
+            deadline = time.monotonic() + timeout
+            pid = self._reply(deadline)["pid"]
+            try:
+                status = self._reply(deadline)["status"]
+            except TimeoutError:
+                os.kill(pid, signal.SIGKILL)
+                self._reply(time.monotonic() + 60)
+                raise subprocess.TimeoutExpired(command, timeout) from None
+            read = (lambda p: p.read_text(errors="replace")) if text else (lambda p: p.read_bytes())
+            return subprocess.CompletedProcess(command, os.waitstatus_to_exitcode(status), read(out), read(err))
+
+
+_WARM: list[_WarmCli] = []
+
+
+def _warm_cli() -> _WarmCli:
+    if not _WARM:
+        _WARM.append(_WarmCli())
+    return _WARM[0]
 
 
 def run_python(code: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:

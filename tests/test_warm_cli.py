@@ -1,0 +1,53 @@
+"""The warm interpreter behind :func:`tests.conftest.run_cli` answers as a fresh ``python -m hpo`` does."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+
+from tests.conftest import _environment, run_cli
+
+
+def _cold(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "hpo", *args], capture_output=True, text=True, cwd=cwd,
+                          env=_environment(env), timeout=120)
+
+
+@pytest.mark.skipif(os.environ.get("SONGHPO_TEST_COLD_CLI") == "1", reason="run_cli is the cold path already")
+def test_warm_and_cold_runs_agree(tmp_path: Path) -> None:
+    """Each command runs warm, then cold in a fresh directory at the same path: same exit code, output and files."""
+    empty = f"sqlite:///{tmp_path / 'empty.db'}"
+    optuna.storages.RDBStorage(empty).engine.dispose()
+    cases = [
+        (("--version",), None),
+        (("study", "list", "--storage", empty), None),
+        (("study", "status", "nope", "--storage", empty), None),  # a user mistake: exit 2, one line
+        (("study", "evaluate", "nope"), {"SONGHPO_STORAGE": empty}),  # the environment reaches the command
+        (("-q", "data", "synth", "--out", "relative", "--sequences", "40", "--tracks", "240"), None),  # the working dir
+    ]
+    here = tmp_path / "cwd"
+    for index, (args, env) in enumerate(cases):
+        runs = []
+        for side, run in (("warm", run_cli), ("cold", _cold)):
+            here.mkdir()
+            result = run(*args, cwd=here, env=env)
+            runs.append((result.returncode, result.stdout, result.stderr, _files(here)))
+            here.rename(tmp_path / f"{side}-{index}")
+        assert runs[0] == runs[1], args
+    assert runs[0][0] == 0 and "relative/plays.csv" in runs[0][3]
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_a_timeout_kills_the_command(tmp_path: Path) -> None:
+    with pytest.raises(subprocess.TimeoutExpired):
+        run_cli("data", "synth", "--out", str(tmp_path / "big"), "--sequences", "2000000", timeout=2)
+    # The warm interpreter serves the next command.
+    assert run_cli("--version").returncode == 0
