@@ -81,20 +81,25 @@ class _WarmCli:
         self._process = subprocess.Popen([sys.executable, "-m", "tests._warm_cli"], stdin=subprocess.PIPE,
                                          stdout=subprocess.PIPE, text=True, cwd=REPO, env=_environment(None),
                                          preexec_fn=_default_sigint)
+        self._received = b""  # read from the reply pipe, not yet a whole line
 
     def _reply(self, deadline: float) -> dict[str, int]:
+        """The next reply line; read from the pipe's descriptor, as a buffered reader could take both replies
+        at once and leave the wait for the second one waiting on an empty pipe."""
         import json
-        import selectors
+        import select
         import time
 
         assert self._process.stdout is not None
-        with selectors.DefaultSelector() as selector:
-            selector.register(self._process.stdout, selectors.EVENT_READ)
-            if not selector.select(max(0.0, deadline - time.monotonic())):
+        fd = self._process.stdout.fileno()
+        while b"\n" not in self._received:
+            if not select.select([fd], [], [], max(0.0, deadline - time.monotonic()))[0]:
                 raise TimeoutError
-        line = self._process.stdout.readline()
-        if not line:
-            raise RuntimeError(f"tests._warm_cli ended (exit {self._process.wait()})")
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                raise RuntimeError(f"tests._warm_cli ended (exit {self._process.wait()})")
+            self._received += chunk
+        line, self._received = self._received.split(b"\n", 1)
         reply: dict[str, int] = json.loads(line)
         return reply
 
@@ -120,7 +125,7 @@ class _WarmCli:
                 os.kill(pid, signal.SIGKILL)
                 self._reply(time.monotonic() + 60)
                 raise subprocess.TimeoutExpired(command, timeout) from None
-            read = (lambda p: p.read_text(errors="replace")) if text else (lambda p: p.read_bytes())
+            read = (lambda p: p.read_text()) if text else (lambda p: p.read_bytes())  # strict, as subprocess decodes
             return subprocess.CompletedProcess(command, os.waitstatus_to_exitcode(status), read(out), read(err))
 
 
