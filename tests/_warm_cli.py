@@ -3,80 +3,113 @@
 A fresh ``songhpo`` process spends most of a small test's time importing gensim, scipy, scikit-learn, Optuna
 and SQLAlchemy (3-4 s on a slow 2-core machine, before any work). This process imports those third-party
 libraries once and then, for each request, forks a child that does what a fresh ``python -m hpo`` would: it
-moves to the request's directory and environment, points stdin at /dev/null and stdout/stderr at the request's
-files, imports songhpo itself from scratch (the parent never imports it), runs ``hpo`` as ``__main__`` and exits
-with its exit code, or dies of its signal. The child is a real process running the real CLI; only the
-third-party imports are inherited instead of repeated.
+moves to the request's directory and environment, reads stdin from /dev/null and writes stdout and stderr to
+the request's named pipes, imports songhpo itself from scratch (this process never imports it), runs ``hpo``
+as ``__main__`` and ends as the interpreter ends (non-daemon threads joined, atexit handlers run, an uncaught
+KeyboardInterrupt re-raised as SIGINT; :func:`_end_as_the_interpreter_does`). The child is a real process
+running the real CLI; only the third-party imports, and the string-hash seed, are inherited instead of made
+anew.
 
-Protocol, one JSON object per line: a request ``{"args", "cwd", "env", "stdout", "stderr"}`` on stdin is
-answered with ``{"pid": ...}`` once the child exists and ``{"status": ...}`` (``os.waitpid``'s status) when it
-has ended.
+Protocol, one JSON object per line: ``{"ready": true}`` once the imports are done; then a request
+``{"args", "cwd", "env", "stdout", "stderr"}`` on stdin is answered with ``{"pid": ...}`` once the child holds
+the pipes' write ends and ``{"status": ...}`` (``os.waitpid``'s status) when it has ended.
 """
 
 from __future__ import annotations
 
 import atexit
 import json
-import logging
 import os
 import runpy
 import signal
 import sys
+import threading
 import traceback
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NoReturn
 
-#: Third-party libraries a songhpo command imports; never songhpo's own packages.
+#: Third-party libraries a songhpo command imports; never songhpo's own packages, and nothing that starts an
+#: OpenMP region (a forked child could not use the pool).
 PRELOAD = ("numpy", "scipy.stats", "gensim", "faiss", "sklearn.metrics", "optuna", "optuna_dashboard", "sqlalchemy",
            "alembic.runtime.migration", "pydantic", "pandas", "pyarrow", "plotly.graph_objects")
 
 
-def _run_child(request: dict[str, Any]) -> int:
+def _become_the_command(request: dict[str, Any], out: int, err: int) -> None:
     signal.signal(signal.SIGINT, signal.default_int_handler)  # as a fresh interpreter has it
     os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update(request["env"])
-    for fd, path, flags in ((0, os.devnull, os.O_RDONLY), (1, request["stdout"], os.O_WRONLY | os.O_TRUNC),
-                            (2, request["stderr"], os.O_WRONLY | os.O_TRUNC)):
-        opened = os.open(path, flags)
-        os.dup2(opened, fd)
-        os.close(opened)
+    null = os.open(os.devnull, os.O_RDONLY)
+    for source, target in ((null, 0), (out, 1), (err, 2)):
+        os.dup2(source, target)
+        os.close(source)
     sys.stdin = open(0, closefd=False)  # noqa: SIM115 (the request pipe's object may hold read-ahead lines)
     sys.argv = ["-m", *request["args"]]
     sys.path[0] = os.getcwd()  # what ``python -m`` puts first on the path
-    code: Any = 0
+
+
+def _run_the_command() -> None:
+    runpy.run_module("hpo", run_name="__main__", alter_sys=True)
+
+
+def _end_as_the_interpreter_does(command: Callable[[], None]) -> NoReturn:
+    """Run ``command`` and end the process as CPython ends after a script, in its order: the exit code of a
+    SystemExit (an uncaught exception's traceback and 1), non-daemon threads joined, atexit handlers run,
+    stdout and stderr flushed (120 if that fails), and an uncaught KeyboardInterrupt re-raised as SIGINT.
+    What it leaves out is the teardown of every module, which in a fork of this big process costs more than
+    the command itself (it writes to every inherited page); only ``__del__`` messages at teardown are lost."""
+    interrupted = False
     try:
-        runpy.run_module("hpo", run_name="__main__", alter_sys=True)
+        command()
+        code: Any = 0
     except SystemExit as exc:
         code = exc.code
-    except BaseException:  # what the interpreter would print before exiting with 1
+    except KeyboardInterrupt:
         traceback.print_exc()
+        interrupted, code = True, 1
+    except BaseException:
+        sys.excepthook(*sys.exc_info())
         code = 1
     if code is None:
         code = 0
     elif not isinstance(code, int):
         print(code, file=sys.stderr)
         code = 1
+    threading._shutdown()  # type: ignore[attr-defined]
     atexit._run_exitfuncs()
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    return code
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except Exception:
+        code = 120
+    if interrupted:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)
+    os._exit(code)
 
 
 def main() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C is for the tests, not for this server
     for name in PRELOAD:
         __import__(name)
     requests, replies = sys.stdin, sys.stdout
+    replies.write(json.dumps({"ready": True}) + "\n")
+    replies.flush()
     for line in requests:
         request = json.loads(line)
-        replies.flush()
+        # Opened here, before the fork: the reader holds the other ends, so this does not block, and the client
+        # reads end of file only once the child and everything it started have closed them.
+        out, err = os.open(request["stdout"], os.O_WRONLY), os.open(request["stderr"], os.O_WRONLY)
         pid = os.fork()
         if pid == 0:
-            code = 1
             try:
-                code = _run_child(request)
-            finally:
-                os._exit(code)
+                _become_the_command(request, out, err)
+            except BaseException:
+                traceback.print_exc()
+                os._exit(70)
+            _end_as_the_interpreter_does(_run_the_command)
+        os.close(out)
+        os.close(err)
         replies.write(json.dumps({"pid": pid}) + "\n")
         replies.flush()
         _, status = os.waitpid(pid, 0)

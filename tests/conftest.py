@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import shutil
 import signal
@@ -62,28 +63,52 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600, env: dict
     environment; ``text=False`` captures bytes, for binary output on stdout).
 
     The subprocess is forked from a warm interpreter that has the third-party libraries imported
-    (:mod:`tests._warm_cli`); songhpo itself is imported afresh in it. ``SONGHPO_TEST_COLD_CLI=1`` starts a
-    new interpreter for every call instead (:func:`start_cli` always does).
+    (:mod:`tests._warm_cli`); songhpo itself is imported afresh in it. It inherits that interpreter's
+    string-hash seed and start-up settings, so a new interpreter runs the command instead when ``env`` sets
+    anything but ``HOME`` and ``SONGHPO_*``, and for every call with ``SONGHPO_TEST_COLD_CLI=1`` (compare two
+    runs for reproducibility that way). Calls run one at a time: commands meant to overlap use :func:`start_cli`.
     """
     command = [sys.executable, "-m", "hpo", *args]
-    if os.environ.get("SONGHPO_TEST_COLD_CLI") == "1":
+    cold = os.environ.get("SONGHPO_TEST_COLD_CLI") == "1" or any(
+        name != "HOME" and not name.startswith("SONGHPO_") for name in env or {})
+    if cold:
         return subprocess.run(command, capture_output=True, text=text, cwd=cwd, env=_environment(env), timeout=timeout)
-    return _warm_cli().run(command, cwd=cwd or Path.cwd(), env=_environment(env), timeout=timeout, text=text)
+    if not _WARM:
+        _WARM.append(_WarmCli())
+    warm = _WARM[0]
+    try:
+        return warm.run(command, cwd=cwd or Path.cwd(), env=_environment(env), timeout=timeout, text=text)
+    except BaseException:
+        _WARM.clear()  # its reply stream may be out of step: the next call starts another
+        warm.close()
+        raise
 
 
 class _WarmCli:
     """The client side of :mod:`tests._warm_cli`: one warm interpreter per test process, one request at a time."""
 
     def __init__(self) -> None:
-        import threading
+        import time
 
-        self._lock = threading.Lock()
         self._process = subprocess.Popen([sys.executable, "-m", "tests._warm_cli"], stdin=subprocess.PIPE,
-                                         stdout=subprocess.PIPE, text=True, cwd=REPO, env=_environment(None),
-                                         preexec_fn=_default_sigint)
+                                         stdout=subprocess.PIPE, cwd=REPO, env=_environment(None))
         self._received = b""  # read from the reply pipe, not yet a whole line
+        self._child: int | None = None
+        try:
+            assert self._reply(time.monotonic() + 300) == {"ready": True}
+        except BaseException:
+            self.close()
+            raise
 
-    def _reply(self, deadline: float) -> dict[str, int]:
+    def close(self) -> None:
+        """End the warm interpreter and the command it runs, if any."""
+        for pid in (self._child, self._process.pid):
+            if pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        self._process.wait()
+
+    def _reply(self, deadline: float) -> dict[str, Any]:
         """The next reply line; read from the pipe's descriptor, as a buffered reader could take both replies
         at once and leave the wait for the second one waiting on an empty pipe."""
         import json
@@ -100,42 +125,56 @@ class _WarmCli:
                 raise RuntimeError(f"tests._warm_cli ended (exit {self._process.wait()})")
             self._received += chunk
         line, self._received = self._received.split(b"\n", 1)
-        reply: dict[str, int] = json.loads(line)
+        reply: dict[str, Any] = json.loads(line)
         return reply
 
     def run(self, command: list[str], *, cwd: Path, env: dict[str, str], timeout: float,
             text: bool) -> subprocess.CompletedProcess[Any]:
         import json
+        import select
         import tempfile
         import time
 
-        with self._lock, tempfile.TemporaryDirectory(prefix="songhpo-cli-") as scratch:
-            out, err = Path(scratch, "stdout"), Path(scratch, "stderr")
-            out.touch()
-            err.touch()
-            assert self._process.stdin is not None
-            self._process.stdin.write(json.dumps({"args": command[3:], "cwd": str(cwd), "env": env,
-                                                  "stdout": str(out), "stderr": str(err)}) + "\n")
-            self._process.stdin.flush()
-            deadline = time.monotonic() + timeout
-            pid = self._reply(deadline)["pid"]
+        deadline = time.monotonic() + timeout
+        with tempfile.TemporaryDirectory(prefix="songhpo-cli-") as scratch:
+            # Named pipes, as subprocess gives: the output ends when the command and all it started close them.
+            paths = [Path(scratch, "stdout"), Path(scratch, "stderr")]
+            for path in paths:
+                os.mkfifo(path)
+            readers = [os.open(path, os.O_RDONLY | os.O_NONBLOCK) for path in paths]
             try:
+                assert self._process.stdin is not None
+                self._process.stdin.write(json.dumps({"args": command[3:], "cwd": str(cwd), "env": env,
+                                                      "stdout": str(paths[0]), "stderr": str(paths[1])}).encode()
+                                          + b"\n")
+                self._process.stdin.flush()
+                self._child = self._reply(deadline)["pid"]
+                output = {fd: b"" for fd in readers}
+                open_ends = set(readers)
+                while open_ends:
+                    ready = select.select(list(open_ends), [], [], max(0.0, deadline - time.monotonic()))[0]
+                    if not ready:
+                        raise subprocess.TimeoutExpired(command, timeout)
+                    for fd in ready:
+                        chunk = os.read(fd, 65536)
+                        output[fd] += chunk
+                        if not chunk:
+                            open_ends.discard(fd)
                 status = self._reply(deadline)["status"]
             except TimeoutError:
-                os.kill(pid, signal.SIGKILL)
-                self._reply(time.monotonic() + 60)
                 raise subprocess.TimeoutExpired(command, timeout) from None
-            read = (lambda p: p.read_text()) if text else (lambda p: p.read_bytes())  # strict, as subprocess decodes
-            return subprocess.CompletedProcess(command, os.waitstatus_to_exitcode(status), read(out), read(err))
+            finally:
+                for fd in readers:
+                    os.close(fd)
+        self._child = None
+        out, err = (output[fd] for fd in readers)
+        if text:  # as subprocess decodes: the locale's encoding, strictly, universal newlines
+            out, err = (io.TextIOWrapper(io.BytesIO(data)).read() for data in (out, err))
+        return subprocess.CompletedProcess(command, os.waitstatus_to_exitcode(status), out, err)
 
 
+#: The warm interpreter of this test process, once a test has needed it.
 _WARM: list[_WarmCli] = []
-
-
-def _warm_cli() -> _WarmCli:
-    if not _WARM:
-        _WARM.append(_WarmCli())
-    return _WARM[0]
 
 
 def run_python(code: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
