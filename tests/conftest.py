@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
+import select
 import shutil
 import signal
 import subprocess
 import sys
+import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -58,18 +62,19 @@ def _environment(env: dict[str, str] | None) -> dict[str, str]:
 
 
 def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600, env: dict[str, str] | None = None,
-            text: bool = True) -> subprocess.CompletedProcess[Any]:
+            text: bool = True, cold: bool = False) -> subprocess.CompletedProcess[Any]:
     """Run the real ``songhpo`` CLI (``python -m hpo``) in a subprocess and wait for it (``env`` adds to the
     environment; ``text=False`` captures bytes, for binary output on stdout).
 
     The subprocess is forked from a warm interpreter that has the third-party libraries imported
     (:mod:`tests._warm_cli`); songhpo itself is imported afresh in it. It inherits that interpreter's
-    string-hash seed and start-up settings, so a new interpreter runs the command instead when ``env`` sets
-    anything but ``HOME`` and ``SONGHPO_*``, and for every call with ``SONGHPO_TEST_COLD_CLI=1`` (compare two
-    runs for reproducibility that way). Calls run one at a time: commands meant to overlap use :func:`start_cli`.
+    string-hash seed and start-up settings, so a new interpreter runs the command instead with ``cold=True``
+    (compare two runs for reproducibility that way), when ``env`` sets anything but ``HOME`` and
+    ``SONGHPO_*``, and for every call with ``SONGHPO_TEST_COLD_CLI=1``. Calls run one at a time: commands
+    meant to overlap use :func:`start_cli`.
     """
     command = [sys.executable, "-m", "hpo", *args]
-    cold = os.environ.get("SONGHPO_TEST_COLD_CLI") == "1" or any(
+    cold = cold or os.environ.get("SONGHPO_TEST_COLD_CLI") == "1" or any(
         name != "HOME" and not name.startswith("SONGHPO_") for name in env or {})
     if cold:
         return subprocess.run(command, capture_output=True, text=text, cwd=cwd, env=_environment(env), timeout=timeout)
@@ -88,8 +93,6 @@ class _WarmCli:
     """The client side of :mod:`tests._warm_cli`: one warm interpreter per test process, one request at a time."""
 
     def __init__(self) -> None:
-        import time
-
         self._process = subprocess.Popen([sys.executable, "-m", "tests._warm_cli"], stdin=subprocess.PIPE,
                                          stdout=subprocess.PIPE, cwd=REPO, env=_environment(None))
         self._received = b""  # read from the reply pipe, not yet a whole line
@@ -111,10 +114,6 @@ class _WarmCli:
     def _reply(self, deadline: float) -> dict[str, Any]:
         """The next reply line; read from the pipe's descriptor, as a buffered reader could take both replies
         at once and leave the wait for the second one waiting on an empty pipe."""
-        import json
-        import select
-        import time
-
         assert self._process.stdout is not None
         fd = self._process.stdout.fileno()
         while b"\n" not in self._received:
@@ -130,11 +129,6 @@ class _WarmCli:
 
     def run(self, command: list[str], *, cwd: Path, env: dict[str, str], timeout: float,
             text: bool) -> subprocess.CompletedProcess[Any]:
-        import json
-        import select
-        import tempfile
-        import time
-
         deadline = time.monotonic() + timeout
         with tempfile.TemporaryDirectory(prefix="songhpo-cli-") as scratch:
             # Named pipes, as subprocess gives: the output ends when the command and all it started close them.
@@ -154,7 +148,7 @@ class _WarmCli:
                 while open_ends:
                     ready = select.select(list(open_ends), [], [], max(0.0, deadline - time.monotonic()))[0]
                     if not ready:
-                        raise subprocess.TimeoutExpired(command, timeout)
+                        raise TimeoutError
                     for fd in ready:
                         chunk = os.read(fd, 65536)
                         output[fd] += chunk

@@ -4,18 +4,12 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import optuna
 import pytest
 
-from tests.conftest import _environment, run_cli
-
-
-def _cold(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "hpo", *args], capture_output=True, text=True, cwd=cwd,
-                          env=_environment(env), timeout=120)
+from tests.conftest import run_cli
 
 
 @pytest.mark.skipif(os.environ.get("SONGHPO_TEST_COLD_CLI") == "1", reason="run_cli is the cold path already")
@@ -33,9 +27,9 @@ def test_warm_and_cold_runs_agree(tmp_path: Path) -> None:
     here = tmp_path / "cwd"
     for index, (args, env) in enumerate(cases):
         runs = []
-        for side, run in (("warm", run_cli), ("cold", _cold)):
+        for side in ("warm", "cold"):
             here.mkdir()
-            result = run(*args, cwd=here, env=env)
+            result = run_cli(*args, cwd=here, env=env, cold=side == "cold")
             runs.append((result.returncode, result.stdout, result.stderr, _files(here)))
             here.rename(tmp_path / f"{side}-{index}")
         assert runs[0] == runs[1], args
