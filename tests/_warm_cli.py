@@ -25,7 +25,6 @@ import signal
 import sys
 import threading
 import traceback
-from collections.abc import Callable
 from typing import Any, NoReturn
 
 #: Third-party libraries a songhpo command imports; never songhpo's own packages, and nothing that starts an
@@ -48,19 +47,15 @@ def _become_the_command(request: dict[str, Any], out: int, err: int) -> None:
     sys.path[0] = os.getcwd()  # what ``python -m`` puts first on the path
 
 
-def _run_the_command() -> None:
-    runpy.run_module("hpo", run_name="__main__", alter_sys=True)
-
-
-def _end_as_the_interpreter_does(command: Callable[[], None]) -> NoReturn:
-    """Run ``command`` and end the process as CPython ends after a script, in its order: the exit code of a
+def _end_as_the_interpreter_does() -> NoReturn:
+    """Run ``hpo`` as ``__main__`` and end the process as CPython ends after a script, in its order: the exit code of a
     SystemExit (an uncaught exception's traceback and 1), non-daemon threads joined, atexit handlers run,
     stdout and stderr flushed (120 if that fails), and an uncaught KeyboardInterrupt re-raised as SIGINT.
     What it leaves out is the teardown of every module, which in a fork of this big process costs more than
     the command itself (it writes to every inherited page); only ``__del__`` messages at teardown are lost."""
     interrupted = False
     try:
-        command()
+        runpy.run_module("hpo", run_name="__main__", alter_sys=True)
         code: Any = 0
     except SystemExit as exc:
         code = exc.code
@@ -107,7 +102,7 @@ def main() -> None:
             except BaseException:
                 traceback.print_exc()
                 os._exit(70)
-            _end_as_the_interpreter_does(_run_the_command)
+            _end_as_the_interpreter_does()
         os.close(out)
         os.close(err)
         replies.write(json.dumps({"pid": pid}) + "\n")
