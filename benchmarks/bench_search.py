@@ -45,15 +45,15 @@ gone, trains only what is missing, so the full plan (about 8 CPU hours per datas
 several sessions.
 
 A single study can outlast a sitting too (an 80-trial aotm2011 study takes 1-4 CPU hours). With ``--carry
-CARRY``, a stop carries its unfinished studies to the next sitting: on Ctrl-C, SIGTERM or SIGHUP the bench
-fails the running trial, writes each unfinished dataset's scratch database as an SQL dump
-``CARRY/<dataset>.sql`` (text, so it can be committed; never a pickle) and exits 128 + the signal's number
-(130 for Ctrl-C). At start, a dump whose database is not in ``--out`` is restored into it (a database
-that holds fewer completed trials of a study than its dump stops the bench), and the studies go on to
-their budgets: the stopped trial stays failed, and the resumed worker claims a new worker number, so it
-draws configurations the first sitting did not. A dump is removed once every anchor and study of its
-dataset has reached its budget. ``kill -9`` writes nothing: the dump of the previous stop, if any, stays as
-it was.
+CARRY``, a stop carries its unfinished studies to the next sitting: on Ctrl-C, SIGTERM or SIGHUP (unless
+started under ``nohup``, which ignores SIGHUP) the bench fails the running trial, writes each unfinished
+dataset's scratch database as an SQL dump ``CARRY/<dataset>.sql`` (text, so it can be committed; never a
+pickle) and exits 128 + the signal's number (130 for Ctrl-C). At start, a dump whose database is not in
+``--out`` is restored into it (a database that holds fewer completed trials of a study than its dump stops
+the bench), and the studies go on to their budgets: the stopped trial stays failed, and the resumed worker
+claims a new worker number, so it draws configurations the first sitting did not. A dump is removed once
+every anchor and study of its dataset has reached its budget. ``kill -9`` writes nothing: the dump of the
+previous stop, if any, stays as it was.
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ from dashboards.experiment import markdown_table
 from dashboards.selection import balanced_compromise
 from hpo._atomic import atomic_write, atomic_write_text
 from hpo._table import format_table
-from hpo.cli.main import _exit_now_after_interrupt
+from hpo.cli.main import STOP_SIGNALS, _exit_now_after_interrupt, stop_as_on_ctrl_c
 from hpo.config import parse_config
 from hpo.data.dataset import PreparedDataset
 from hpo.experiment import multi_objectives
@@ -85,6 +85,7 @@ from hpo.results import confidence_interval
 from hpo.search import LITERATURE_SETTINGS
 from hpo.study import create_study, load_study, run_worker
 from hpo.trials import baseline_trial, dominates, feasible_pareto_front, trial_data
+from objectives.stopping import stop_signal
 from objectives.trial import run_configuration
 
 CHECKPOINTS = (10, 20, 40, 80)
@@ -215,8 +216,7 @@ def main() -> int:
             restore_carried(args.carry / f"{path.name}.sql", args.out / f"{path.name}.db")
         # A bench started in the background by a script inherits SIGINT ignored: take it back.
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        for stop_signal in _STOP_SIGNALS:
-            signal.signal(stop_signal, _interrupt)
+        stop_as_on_ctrl_c()
     done: set[str] = set()
     try:
         summary, table, anchor_rows = _run_plan(args, plan, seeds, anchor_seeds, commit, done)
@@ -225,9 +225,9 @@ def main() -> int:
             raise
         _carry_unfinished(args.prepared, args.out, args.carry, done)
         _log("interrupted")
-        # _interrupt passes its signal's number; a Ctrl-C carries none. Exit as `songhpo` does after Ctrl-C: at
-        # once, or a heartbeat thread caught half-started could hold the interpreter's shutdown for good.
-        _exit_now_after_interrupt(128 + (stop.args[0] if stop.args and isinstance(stop.args[0], int) else signal.SIGINT))
+        # Exit as `songhpo` does after Ctrl-C: at once, or a heartbeat thread caught half-started could hold the
+        # interpreter's shutdown for good.
+        _exit_now_after_interrupt(128 + stop_signal(stop))
     if args.carry is not None:
         _carry_unfinished(args.prepared, args.out, args.carry, done)
     slug = "_".join(item.replace(":", "-").replace(",", "-") for item in args.plan.split())
@@ -386,8 +386,8 @@ def _carry_unfinished(prepared: list[Path], out: Path, carry: Path, done: set[st
 
     Stops are ignored from here on (the bench ends after this): a second one must not cut the dumps short.
     """
-    for stop_signal in (signal.SIGINT, *_STOP_SIGNALS):
-        signal.signal(stop_signal, signal.SIG_IGN)
+    for signum in (signal.SIGINT, *STOP_SIGNALS):
+        signal.signal(signum, signal.SIG_IGN)
     for path in prepared:
         database, dump = out / f"{path.name}.db", carry / f"{path.name}.sql"
         if path.name in done:
@@ -397,16 +397,6 @@ def _carry_unfinished(prepared: list[Path], out: Path, carry: Path, done: set[st
         elif database.exists():
             carry_over(database, dump)
             _log(f"{path.name}: unfinished studies carried over to {dump}")
-
-
-#: Signals that end a sitting as Ctrl-C does with ``--carry``: ``kill PID`` and a closed terminal.
-_STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    """Handler of :data:`_STOP_SIGNALS`: stop as Ctrl-C does (the running trial is failed, the unfinished
-    studies carried)."""
-    raise KeyboardInterrupt(signum)
 
 
 def _literature_ratios(dataset: PreparedDataset, metrics: list[str], seed: int, cache: Path, *,

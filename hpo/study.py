@@ -48,6 +48,7 @@ from hpo.trials import (
     study_dataset,
     trial_data,
 )
+from objectives.stopping import interruption_reason
 from objectives.trial import (
     HardNegReference,
     Objective,
@@ -98,13 +99,13 @@ class _StudyStorage(RDBStorage):
             self._started.add(trial._trial_id)
         return trial
 
-    def fail_interrupted(self) -> None:
-        """Mark FAIL ("interrupted") every trial this process started that is still RUNNING."""
+    def fail_interrupted(self, reason: str) -> None:
+        """Mark FAIL, with ``fail_reason`` ``reason``, every trial this process started that is still RUNNING."""
         for trial_id in sorted(self._started):
             try:
                 if self.get_trial(trial_id).state != TrialState.RUNNING:
                     continue
-                self.set_trial_user_attr(trial_id, "fail_reason", "interrupted (KeyboardInterrupt)")
+                self.set_trial_user_attr(trial_id, "fail_reason", reason)
                 super().set_trial_state_values(trial_id, TrialState.FAIL)
             except optuna.exceptions.UpdateFinishedTrialError:
                 pass
@@ -543,14 +544,15 @@ def run_worker(
 
 @contextmanager
 def _failing_interrupted_trials(study: optuna.Study) -> Iterator[None]:
-    """On Ctrl-C, leave no trial this worker started RUNNING (it would wait for its heartbeat, or forever)."""
+    """On Ctrl-C (or a stop signal raised as one), leave no trial this worker started RUNNING (it would wait for
+    its heartbeat, or forever)."""
     try:
         yield
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         # Optuna wraps the storage of a study in a cache; ours is behind it.
         storage = getattr(study._storage, "_backend", study._storage)
         if isinstance(storage, _StudyStorage):
-            storage.fail_interrupted()
+            storage.fail_interrupted(interruption_reason(stop))
         raise
 
 

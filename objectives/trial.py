@@ -23,6 +23,7 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 
 from metrics.evaluate import EvaluationData, EvaluationSettings, evaluate
 from metrics.false_neighbours import hardneg_excess_bound
+from objectives.stopping import interruption_reason
 from objectives.word2vec import GENSIM_DEFAULTS, TrainedEmbeddings, train_word2vec, word2vec_kwargs
 
 HARDNEG_CONSTRAINT = "hardneg"
@@ -252,7 +253,7 @@ class Objective:
             return self._run(trial)
         except BaseException as exc:
             # Optuna keeps no failure message in the storage; the dashboard and `study status` show this.
-            reason = "interrupted (KeyboardInterrupt)" if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
+            reason = interruption_reason(exc) if isinstance(exc, KeyboardInterrupt) else f"{type(exc).__name__}: {exc}"
             trial.set_user_attr("fail_reason", reason[:500])
             raise
 

@@ -165,12 +165,38 @@ def test_ctrl_c_marks_the_running_trial_and_keeps_the_rest(prepared_synth: Path,
     assert not [t for t in study.trials if t.state == TrialState.RUNNING]
     assert all("design" in t.user_attrs for t in study.trials if t.state == TrialState.WAITING)
     interrupted = [t for t in study.trials if t.state == TrialState.FAIL]
-    assert len(interrupted) == 1 and interrupted[0].user_attrs["fail_reason"].startswith("interrupted")
+    assert len(interrupted) == 1 and interrupted[0].user_attrs["fail_reason"] == "interrupted (SIGINT)"
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
     assert complete and all("ndcg" in t.user_attrs for t in complete)
     # The storage is intact: another worker continues the same study.
     again = run_cli("study", "run", str(config), "--n-trials", "1")
     assert again.returncode == 0, again.stderr
+
+
+def test_stop_signals_raise_as_ctrl_c_does_unless_ignored_at_start() -> None:
+    """What the CLI installs: SIGTERM and SIGHUP raise KeyboardInterrupt(signum) (the reason and exit code name
+    the signal); a signal ignored at start, as ``nohup`` ignores SIGHUP, stays ignored."""
+    import os
+    import signal
+
+    from hpo.cli.main import stop_as_on_ctrl_c
+    from objectives.stopping import interruption_reason, stop_signal
+
+    previous = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        stop_as_on_ctrl_c()
+        assert signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
+        os.kill(os.getpid(), signal.SIGHUP)  # ignored: nothing happens
+        with pytest.raises(KeyboardInterrupt) as stopped:
+            os.kill(os.getpid(), signal.SIGTERM)
+            signal.sigtimedwait([], 0)  # a handler runs between two bytecodes; make sure one passes
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    assert stop_signal(stopped.value) == signal.SIGTERM and interruption_reason(stopped.value) == "interrupted (SIGTERM)"
+    assert interruption_reason(KeyboardInterrupt()) == "interrupted (SIGINT)"
 
 
 @pytest.mark.parametrize(

@@ -299,8 +299,9 @@ def test_a_waiting_trial_is_taken_by_exactly_one_worker(
 
 
 def test_an_interrupted_baseline_is_queued_again_with_the_study_seed(prepared_synth: Path, tmp_path: Path) -> None:
-    # Interrupt the worker while the baseline (trial 0) runs: wait for that state in the storage. On a
-    # busy machine the whole study may finish between two looks: then again with longer trials.
+    # Stop the worker as a batch scheduler does (SIGTERM; Ctrl-C has its own test in test_cli_study) while the
+    # baseline (trial 0) runs: wait for that state in the storage. On a busy machine the whole study may
+    # finish between two looks: then again with longer trials.
     for epochs in (10, 80, 320):
         storage = f"sqlite:///{tmp_path / f'b{epochs}.db'}"
         settings = tiny_study_config(prepared_synth, storage, trials=5)
@@ -314,12 +315,14 @@ def test_an_interrupted_baseline_is_queued_again_with_the_study_seed(prepared_sy
             assert time.monotonic() < deadline, "the baseline never started"
             time.sleep(0.05)
         if worker.poll() is None:
-            worker.send_signal(signal.SIGINT)
+            worker.send_signal(signal.SIGTERM)
         _, err = worker.communicate(timeout=180)
         if worker.returncode != 0 or study.get_trials()[0].state != TrialState.COMPLETE:
             break
-    assert worker.returncode == 130, err
+    assert worker.returncode == 128 + signal.SIGTERM, err
+    assert "songhpo: stopped by SIGTERM" in err and "Traceback" not in err
     assert study.get_trials()[0].state == TrialState.FAIL
+    assert study.get_trials()[0].user_attrs["fail_reason"] == "interrupted (SIGTERM)"
     again = run_cli("study", "run", str(config), "--n-trials", "3")
     assert again.returncode == 0, again.stderr
     assert "queued again with seed 13" in again.stderr
