@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shlex
 import time
 from collections.abc import Mapping, Sequence
@@ -69,7 +70,7 @@ from storage import results as store
 from storage.errors import InputError
 
 __all__ = ["MODES", "ExperimentSettings", "StudyPlan", "experiment_runs", "load_results", "merge_results",
-           "plan_studies", "run_commands", "run_experiment", "study_seeds"]
+           "plan_studies", "prepare_command", "run_commands", "run_experiment", "study_seeds"]
 
 _log = logging.getLogger(__name__)
 
@@ -364,7 +365,8 @@ def _document(settings: ExperimentSettings, dataset: PreparedDataset, studies: l
         "settings": {**asdict(settings), "dataset": str(settings.dataset), "out": str(settings.out),
                      "storage": safe_url(settings.storage_url)},
         "dataset": {"path": str(dataset.path), "fingerprint": dataset.fingerprint,
-                    "source": manifest.get("source", {}), "counts": dataset.counts,
+                    "source": manifest.get("source", {}), "parameters": manifest.get("parameters"),
+                    "counts": dataset.counts, "dropped": manifest.get("dropped"),
                     "hard_negatives": manifest.get("hard_negatives")},
         "studies": studies,
         "configurations": [asdict(c) for c in configurations],
@@ -437,7 +439,7 @@ def run_commands(document: Mapping[str, Any], outs: Sequence[str] | None = None)
         raise ValueError(f"outs: {len(outs)} directories for {len(runs)} runs")
     commands = []
     for run, out in zip(runs, outs if outs is not None else [run["out"] for run in runs]):
-        words = ["songhpo experiment run", f"--dataset {run['dataset']}", f"--out {out}",
+        words = ["songhpo experiment run", f"--dataset {shlex.quote(_shown(run['dataset']))}", f"--out {out}",
                  f"--trials {run['trials']}", f"--seeds {run['seeds']}", f"--seed {run.get('seed', 0)}",
                  f"--search-preset {run.get('search_preset', 'paper')}", f"--modes {','.join(run['modes'])}",
                  f"--scales '{','.join(f'{x:g}' for x in run['scales'])}'"]
@@ -454,11 +456,45 @@ def run_commands(document: Mapping[str, Any], outs: Sequence[str] | None = None)
     return commands
 
 
+def prepare_command(dataset: Mapping[str, Any]) -> str | None:
+    """The ``songhpo data prepare`` command that makes the prepared dataset of a results document (its
+    ``"dataset"`` entry) from the raw data, with every parameter that differs from the CLI's default;
+    ``None`` when the document does not name the raw data.
+
+    Documents written before the parameters were recorded give the command with the defaults; the fingerprint
+    the command prints tells whether it made the same dataset.
+    """
+    from hpo.data.prepare import PrepareParams
+
+    source = (dataset.get("source") or {}).get("path")
+    if not source:
+        return None
+    words = ["songhpo data prepare", shlex.quote(_shown(source)), f"--out {shlex.quote(_shown(dataset['path']))}"]
+    defaults = asdict(PrepareParams())
+    for name, value in (dataset.get("parameters") or {}).items():
+        if name in defaults and value is not None and value != defaults[name]:
+            words.append(f"--{name.replace('_', '-')} {value}")
+    # The generic reader refuses these rows unless told to drop or keep them; the other readers drop them.
+    dropped = dataset.get("dropped") or {}
+    if dataset["source"].get("format") == "generic":
+        words += ["--drop-short"] if dropped.get("short_sequences") else []
+        words += ["--allow-missing-metadata"] if dropped.get("tracks_without_metadata") else []
+    return " ".join(words)
+
+
+def _shown(path: str | Path) -> str:
+    """``path`` as a reproduce command names it: relative to the current directory when it lies beside it (a
+    page made in the repository names ``../shared/data/...``, not this machine's root), else as it is."""
+    relative = os.path.relpath(path)
+    return relative if not relative.startswith(f"..{os.sep}..") else str(path)
+
+
 def reproduce_commands(document: Mapping[str, Any], out: str | Path, *, dirs: Sequence[str] | None = None,
                        title: str | None = None, notes: str | Path | None = None,
                        before: Sequence[str | Path] = ()) -> list[str]:
-    """The commands that make results page ``out`` again: :func:`run_commands`, then the ``songhpo experiment
-    report`` line with the page's ``title``, ``notes`` file and ``before`` runs.
+    """The commands that make results page ``out`` again: :func:`prepare_command` with the fingerprint it must
+    print, :func:`run_commands`, then the ``songhpo experiment report`` line with the page's ``title``,
+    ``notes`` file and ``before`` runs.
 
     ``dirs``: the experiment directories the page is made from, one per run (default: where each run wrote).
     """
@@ -467,7 +503,11 @@ def reproduce_commands(document: Mapping[str, Any], out: str | Path, *, dirs: Se
     report += [f"--title {shlex.quote(title)}"] if title else []
     report += [f"--notes {notes}"] if notes is not None else []
     report += [f"--before {p}" for p in before]
-    return [*run_commands(document, dirs), " ".join(report)]
+    prepare = prepare_command(document["dataset"])
+    fingerprint = document["dataset"]["fingerprint"]
+    dataset = ([f"# from the directory this page was made in; 'data prepare' prints \"fingerprint\": \"{fingerprint}\"",
+                prepare] if prepare else [])
+    return [*dataset, *run_commands(document, dirs), " ".join(report)]
 
 
 def merge_results(documents: Sequence[dict[str, Any]], sources: Sequence[str]) -> dict[str, Any]:
@@ -509,6 +549,11 @@ def merge_results(documents: Sequence[dict[str, Any]], sources: Sequence[str]) -
         merged["studies"] += studies
         merged["configurations"] += [{**c, "study": c["study"] + suffix} for c in document["configurations"]]
         merged["this_run_seconds"] += document["this_run_seconds"]
+    # One dataset (fingerprint) in all; a run made by a later songhpo records more of it (how it was prepared).
+    dataset: dict[str, Any] = {}
+    for document in reversed(documents):
+        dataset.update(document["dataset"])
+    merged["dataset"] = dataset
     settings = dict(first["settings"])
     settings["modes"] = [m for m in MODES if any(m in d["settings"]["modes"] for d in documents)]
     settings["scales"] = sorted({float(x) for d in documents for x in d["settings"]["scales"]})

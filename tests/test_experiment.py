@@ -12,6 +12,7 @@ import math
 import os
 import re
 import shlex
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -323,6 +324,25 @@ def _write_document(directory: Path, document: dict) -> Path:
     return directory
 
 
+def test_the_prepare_command_names_every_parameter_that_differs_from_the_defaults() -> None:
+    from hpo.data.prepare import PrepareParams
+    from hpo.experiment import prepare_command
+
+    params = {**asdict(PrepareParams()), "val": 0.2, "seed": 3, "hardneg_scope": "sequence", "min_cooc": 4}
+    dataset = {"path": "/data/prep", "source": {"path": "/data/raw dir", "format": "generic"}, "parameters": params,
+               "dropped": {"short_sequences": 5, "tracks_without_metadata": 0}}
+    command = prepare_command(dataset)
+    assert command is not None
+    args = build_parser().parse_args(shlex.split(command)[1:])
+    assert (str(args.input), str(args.out)) == ("/data/raw dir", "/data/prep")
+    assert (args.val, args.test, args.seed, args.hardneg_scope, args.hardneg_rule, args.min_cooc,
+            args.critical_value) == tuple(params.values())
+    assert args.drop_short and not args.allow_missing_metadata
+    # The other readers drop short sequences themselves; a document without the raw data's path has no command.
+    assert "--drop-short" not in prepare_command({**dataset, "source": {"path": "/y", "format": "yes"}})
+    assert prepare_command({**dataset, "source": {}}) is None
+
+
 def test_experiments_split_over_runs_merge_into_the_same_page(experiment: dict, tmp_path: Path) -> None:
     from hpo.experiment import load_results, merge_results
 
@@ -334,18 +354,29 @@ def test_experiments_split_over_runs_merge_into_the_same_page(experiment: dict, 
         names = {s["study"] for s in studies}
         parts.append({**whole, "studies": studies,
                       "configurations": [c for c in whole["configurations"] if c["study"] in names]})
+    # The first as an older songhpo wrote it, without how its dataset was prepared: the merge keeps the second's.
+    parts[0]["dataset"] = {k: v for k, v in whole["dataset"].items() if k not in ("parameters", "dropped")}
     dirs = [_write_document(tmp_path / "a", parts[0]), _write_document(tmp_path / "b", parts[1])]
     merged = merge_results([load_results(d) for d in dirs], [str(d) for d in dirs])
     assert [s["study"] for s in merged["studies"]] == [s["study"] for s in whole["studies"]]
+    assert merged["dataset"] == whole["dataset"] and whole["dataset"]["parameters"]["val"] == 0.1
     page = render_markdown(merged, title="t", commands=["x"], figures=[])
     assert page == render_markdown(whole, title="t", commands=["x"], figures=[])
     result = run_cli("experiment", "report", *map(str, dirs), "--out", str(tmp_path / "page.md"), "--no-png")
     assert result.returncode == 0, result.stderr
     page = (tmp_path / "page.md").read_text()
     assert page.count("| nsga2 |") >= 1
-    # Its reproduce commands are one 'experiment run' per directory, which the real CLI parses back into the
-    # settings and the modes that directory holds, and the report command as it was given.
-    reproduce = page.split("## How to reproduce")[1].split("```")[1].strip().splitlines()[1:]
+    # Its reproduce commands: the 'data prepare' that makes the same dataset (the real CLI, run elsewhere, prints
+    # the fingerprint the comment names), one 'experiment run' per directory, which the real CLI parses back into
+    # the settings and the modes that directory holds, and the report command as it was given.
+    comment, prepare, *reproduce = page.split("## How to reproduce")[1].split("```")[1].strip().splitlines()[1:]
+    fingerprint = whole["dataset"]["fingerprint"]
+    assert comment.endswith(f'"fingerprint": "{fingerprint}"')
+    words = shlex.split(prepare)[1:]
+    words[words.index("--out") + 1] = str(tmp_path / "prepared-again")
+    prepared = run_cli(*words)
+    assert prepared.returncode == 0, prepared.stderr
+    assert json.loads(prepared.stdout)["fingerprint"] == fingerprint
     assert len(reproduce) == 3
     assert reproduce[2] == f"songhpo experiment report {dirs[0]} {dirs[1]} --out {tmp_path / 'page.md'}"
     for line, directory, part in zip(reproduce, dirs, parts):
