@@ -77,7 +77,7 @@ from dashboards.experiment import markdown_table
 from dashboards.selection import balanced_compromise
 from hpo._atomic import atomic_write, atomic_write_text
 from hpo._table import format_table
-from hpo.cli.main import STOP_SIGNALS, _exit_now_after_interrupt, stop_as_on_ctrl_c
+from hpo.cli.main import _exit_now_after_interrupt
 from hpo.config import parse_config
 from hpo.data.dataset import PreparedDataset
 from hpo.experiment import multi_objectives
@@ -85,7 +85,7 @@ from hpo.results import confidence_interval
 from hpo.search import LITERATURE_SETTINGS
 from hpo.study import create_study, load_study, run_worker
 from hpo.trials import baseline_trial, dominates, feasible_pareto_front, trial_data
-from objectives.stopping import stop_signal
+from objectives.stopping import STOP_SIGNALS, stop_signal, stop_signals_as_ctrl_c
 from objectives.trial import run_configuration
 
 CHECKPOINTS = (10, 20, 40, 80)
@@ -216,10 +216,10 @@ def main() -> int:
             restore_carried(args.carry / f"{path.name}.sql", args.out / f"{path.name}.db")
         # A bench started in the background by a script inherits SIGINT ignored: take it back.
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        stop_as_on_ctrl_c()
     done: set[str] = set()
     try:
-        summary, table, anchor_rows = _run_plan(args, plan, seeds, anchor_seeds, commit, done)
+        with stop_signals_as_ctrl_c() if args.carry is not None else contextlib.nullcontext():
+            summary, table, anchor_rows = _run_plan(args, plan, seeds, anchor_seeds, commit, done)
     except KeyboardInterrupt as stop:
         if args.carry is None:
             raise

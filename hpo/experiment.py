@@ -439,7 +439,7 @@ def run_commands(document: Mapping[str, Any], outs: Sequence[str] | None = None)
         raise ValueError(f"outs: {len(outs)} directories for {len(runs)} runs")
     commands = []
     for run, out in zip(runs, outs if outs is not None else [run["out"] for run in runs]):
-        words = ["songhpo experiment run", f"--dataset {shlex.quote(_shown(run['dataset']))}", f"--out {out}",
+        words = ["songhpo experiment run", f"--dataset {shlex.quote(_shown(run['dataset']))}", f"--out {shlex.quote(str(out))}",
                  f"--trials {run['trials']}", f"--seeds {run['seeds']}", f"--seed {run.get('seed', 0)}",
                  f"--search-preset {run.get('search_preset', 'paper')}", f"--modes {','.join(run['modes'])}",
                  f"--scales '{','.join(f'{x:g}' for x in run['scales'])}'"]
@@ -458,33 +458,41 @@ def run_commands(document: Mapping[str, Any], outs: Sequence[str] | None = None)
 
 def prepare_command(dataset: Mapping[str, Any]) -> str | None:
     """The ``songhpo data prepare`` command that makes the prepared dataset of a results document (its
-    ``"dataset"`` entry) from the raw data, with every parameter that differs from the CLI's default;
-    ``None`` when the document does not name the raw data.
+    ``"dataset"`` entry) from the raw data: the input and its format, and every parameter that differs from
+    the CLI's default; ``None`` when the document does not name the raw data.
 
-    Documents written before the parameters were recorded give the command with the defaults; the fingerprint
-    the command prints tells whether it made the same dataset.
+    A Million Playlist Dataset prepared from one slice names that slice; from several, their directory (a glob
+    of some of its slices is not recorded). Documents written before the parameters were recorded give the
+    command with the defaults. Either way the fingerprint the command prints tells whether it made the same
+    dataset (a generic dataset that needed ``--drop-short`` makes the old command stop with a one-line error).
     """
     from hpo.data.prepare import PrepareParams
 
-    source = (dataset.get("source") or {}).get("path")
-    if not source:
+    source = dataset.get("source") or {}
+    if not source.get("path"):
         return None
-    words = ["songhpo data prepare", shlex.quote(_shown(source)), f"--out {shlex.quote(_shown(dataset['path']))}"]
+    files = source.get("input_files") or []
+    raw = Path(source["path"], files[0]["name"]) if source.get("format") == "mpd" and len(files) == 1 else source["path"]
+    words = ["songhpo data prepare", shlex.quote(_shown(raw)), f"--out {shlex.quote(_shown(dataset['path']))}"]
+    words += [f"--format {source['format']}"] if source.get("format") else []
     defaults = asdict(PrepareParams())
     for name, value in (dataset.get("parameters") or {}).items():
         if name in defaults and value is not None and value != defaults[name]:
             words.append(f"--{name.replace('_', '-')} {value}")
     # The generic reader refuses these rows unless told to drop or keep them; the other readers drop them.
     dropped = dataset.get("dropped") or {}
-    if dataset["source"].get("format") == "generic":
+    if source.get("format") == "generic":
         words += ["--drop-short"] if dropped.get("short_sequences") else []
         words += ["--allow-missing-metadata"] if dropped.get("tracks_without_metadata") else []
     return " ".join(words)
 
 
 def _shown(path: str | Path) -> str:
-    """``path`` as a reproduce command names it: relative to the current directory when it lies beside it (a
-    page made in the repository names ``../shared/data/...``, not this machine's root), else as it is."""
+    """``path`` as a reproduce command names it: an absolute path relative to the current directory when it lies
+    beside it (a page made in the repository names ``../shared/data/...``, not this machine's root), else as
+    recorded (a path recorded relative is relative to where its command ran)."""
+    if not Path(path).is_absolute():
+        return str(path)
     relative = os.path.relpath(path)
     return relative if not relative.startswith(f"..{os.sep}..") else str(path)
 
@@ -499,13 +507,13 @@ def reproduce_commands(document: Mapping[str, Any], out: str | Path, *, dirs: Se
     ``dirs``: the experiment directories the page is made from, one per run (default: where each run wrote).
     """
     dirs = list(dirs) if dirs is not None else [run["out"] for run in experiment_runs(document)]
-    report = ["songhpo experiment report", *dirs, f"--out {out}"]
+    report = ["songhpo experiment report", *map(shlex.quote, dirs), f"--out {shlex.quote(str(out))}"]
     report += [f"--title {shlex.quote(title)}"] if title else []
-    report += [f"--notes {notes}"] if notes is not None else []
-    report += [f"--before {p}" for p in before]
+    report += [f"--notes {shlex.quote(str(notes))}"] if notes is not None else []
+    report += [f"--before {shlex.quote(str(p))}" for p in before]
     prepare = prepare_command(document["dataset"])
     fingerprint = document["dataset"]["fingerprint"]
-    dataset = ([f"# from the directory this page was made in; 'data prepare' prints \"fingerprint\": \"{fingerprint}\"",
+    dataset = ([f"# from the directory this page was made in; 'data prepare' must print \"fingerprint\": \"{fingerprint}\"",
                 prepare] if prepare else [])
     return [*dataset, *run_commands(document, dirs), " ".join(report)]
 

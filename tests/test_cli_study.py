@@ -174,29 +174,36 @@ def test_ctrl_c_marks_the_running_trial_and_keeps_the_rest(prepared_synth: Path,
 
 
 def test_stop_signals_raise_as_ctrl_c_does_unless_ignored_at_start() -> None:
-    """What the CLI installs: SIGTERM and SIGHUP raise KeyboardInterrupt(signum) (the reason and exit code name
-    the signal); a signal ignored at start, as ``nohup`` ignores SIGHUP, stays ignored."""
+    """What the CLI runs every command in: SIGTERM and SIGHUP raise KeyboardInterrupt(signum) (the reason and exit
+    code name the signal); a signal ignored at start, as ``nohup`` ignores SIGHUP, stays ignored; after a stop the
+    stop signals stay ignored (the cleanup must finish), after a normal end the previous handlers are back."""
     import os
     import signal
 
-    from hpo.cli.main import stop_as_on_ctrl_c
-    from objectives.stopping import interruption_reason, stop_signal
+    from objectives.stopping import interruption_reason, stop_signal, stop_signals_as_ctrl_c
+
+    received: list[int] = []
+
+    def record(signum: int, frame: object) -> None:  # what SIGTERM did before: a regression fails, not kills, pytest
+        received.append(signum)
 
     previous = {signum: signal.getsignal(signum) for signum in (signal.SIGTERM, signal.SIGHUP)}
     try:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, record)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
-        stop_as_on_ctrl_c()
-        assert signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
-        os.kill(os.getpid(), signal.SIGHUP)  # ignored: nothing happens
-        with pytest.raises(KeyboardInterrupt) as stopped:
+        with stop_signals_as_ctrl_c():
+            os.kill(os.getpid(), signal.SIGHUP)  # ignored: nothing happens
+        assert signal.getsignal(signal.SIGTERM) is record and signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
+        with pytest.raises(KeyboardInterrupt) as stopped, stop_signals_as_ctrl_c():
             os.kill(os.getpid(), signal.SIGTERM)
-            signal.sigtimedwait([], 0)  # a handler runs between two bytecodes; make sure one passes
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+    assert received == []
     assert stop_signal(stopped.value) == signal.SIGTERM and interruption_reason(stopped.value) == "interrupted (SIGTERM)"
     assert interruption_reason(KeyboardInterrupt()) == "interrupted (SIGINT)"
+    assert stop_signal(KeyboardInterrupt("not a signal")) == stop_signal(KeyboardInterrupt(40)) == signal.SIGINT
 
 
 @pytest.mark.parametrize(

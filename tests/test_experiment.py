@@ -324,22 +324,30 @@ def _write_document(directory: Path, document: dict) -> Path:
     return directory
 
 
-def test_the_prepare_command_names_every_parameter_that_differs_from_the_defaults() -> None:
+def test_the_prepare_command_names_every_parameter_that_differs_from_the_defaults(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from hpo.data.prepare import PrepareParams
     from hpo.experiment import prepare_command
 
+    monkeypatch.chdir(tmp_path)
     params = {**asdict(PrepareParams()), "val": 0.2, "seed": 3, "hardneg_scope": "sequence", "min_cooc": 4}
-    dataset = {"path": "/data/prep", "source": {"path": "/data/raw dir", "format": "generic"}, "parameters": params,
-               "dropped": {"short_sequences": 5, "tracks_without_metadata": 0}}
+    dataset = {"path": str(tmp_path.parent / "prep"), "source": {"path": "/data/raw dir", "format": "generic"},
+               "parameters": params, "dropped": {"short_sequences": 5, "tracks_without_metadata": 0}}
     command = prepare_command(dataset)
     assert command is not None
     args = build_parser().parse_args(shlex.split(command)[1:])
-    assert (str(args.input), str(args.out)) == ("/data/raw dir", "/data/prep")
+    # A path beside the current directory is shown relative to it, one far from it as it is.
+    assert (str(args.input), str(args.out), args.format) == ("/data/raw dir", "../prep", "generic")
     assert (args.val, args.test, args.seed, args.hardneg_scope, args.hardneg_rule, args.min_cooc,
             args.critical_value) == tuple(params.values())
     assert args.drop_short and not args.allow_missing_metadata
-    # The other readers drop short sequences themselves; a document without the raw data's path has no command.
-    assert "--drop-short" not in prepare_command({**dataset, "source": {"path": "/y", "format": "yes"}})
+    # The other readers drop short sequences themselves; one MPD slice is named, several by their directory.
+    slices = [{"name": f"mpd.slice.{i}000-{i}999.json"} for i in range(2)]
+    mpd = {"path": "/mpd/data", "format": "mpd", "input_files": slices[:1]}
+    args = build_parser().parse_args(shlex.split(str(prepare_command({**dataset, "source": mpd})))[1:])
+    assert (str(args.input), args.format, args.drop_short) == ("/mpd/data/mpd.slice.0000-0999.json", "mpd", False)
+    args = build_parser().parse_args(shlex.split(str(prepare_command({**dataset, "source": {**mpd, "input_files": slices}})))[1:])
+    assert str(args.input) == "/mpd/data"
     assert prepare_command({**dataset, "source": {}}) is None
 
 

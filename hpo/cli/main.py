@@ -3,7 +3,7 @@ itself from its own module of :mod:`hpo.cli`.
 
 User mistakes (:class:`storage.errors.InputError`) print one line on stderr and exit with code 2; logs go
 to stderr, results to stdout. Ctrl-C, SIGTERM and SIGHUP stop a command the same way (the running trial is
-failed, temporary files are removed) and exit with 128 + the signal's number.
+failed, temporary files are removed) and exit with 128 + the signal's number (`dashboard` exits 0).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from hpo.cli.experiment import add_experiment_commands
 from hpo.cli.export import add_export_command
 from hpo.cli.results import add_result_commands
 from hpo.cli.study import add_study_commands
-from objectives.stopping import stop_signal
+from objectives.stopping import stop_signal, stop_signals_as_ctrl_c
 from storage.errors import InputError
 
 
@@ -48,9 +48,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if handler is None:
         parser.parse_args([*(argv or sys.argv[1:]), "--help"])
         return 2
-    stop_as_on_ctrl_c()
     try:
-        return handler(args)
+        with stop_signals_as_ctrl_c():
+            return handler(args)
     except InputError as exc:
         print(f"songhpo: error: {exc}", file=sys.stderr)
         return 2
@@ -63,23 +63,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         # SIGPIPE do; stdout points at /dev/null so the interpreter's final flush cannot fail again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
-
-
-#: Signals that stop a command as Ctrl-C does: ``kill PID`` (service managers, batch schedulers, ``timeout``)
-#: and a closed terminal.
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
-
-
-def stop_as_on_ctrl_c() -> None:
-    """Make each of :data:`STOP_SIGNALS` raise ``KeyboardInterrupt(signum)``, so that it stops the process through
-    the same cleanup as Ctrl-C. A signal ignored at start stays ignored: ``nohup`` ignores SIGHUP on purpose."""
-    for signum in STOP_SIGNALS:
-        if signal.getsignal(signum) != signal.SIG_IGN:
-            signal.signal(signum, _raise_interrupt)
-
-
-def _raise_interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt(signum)
 
 
 def _exit_now_after_interrupt(code: int) -> NoReturn:
