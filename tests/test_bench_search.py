@@ -1,10 +1,11 @@
 """``benchmarks/bench_search.py --carry``: a study stopped in one sitting goes on to its budget in the next,
-from a committed SQL dump, without the first sitting's scratch directory."""
+from a committed (gzip-compressed) SQL dump, without the first sitting's scratch directory."""
 
 from __future__ import annotations
 
 import contextlib
 import importlib.util
+import gzip
 import json
 import signal
 import sqlite3
@@ -59,8 +60,8 @@ def test_a_stopped_study_is_carried_to_the_next_sitting_and_reaches_its_budget(p
     _, err = sitting.communicate(timeout=300)
     assert sitting.returncode == 128 + signal.SIGTERM, err
     assert "carried over" in err and "Traceback" not in err
-    dump = carry / "synth.sql"
-    assert dump.read_text().startswith("BEGIN TRANSACTION;")
+    dump = carry / "synth.sql.gz"
+    assert gzip.decompress(dump.read_bytes()).decode().startswith("BEGIN TRANSACTION;")
     stopped = optuna.load_study(study_name="random-4-s0", storage=storage).get_trials()
     before = {t.number: t.params for t in stopped if t.state == TrialState.COMPLETE}
     interrupted = [t.number for t in stopped if t.state == TrialState.FAIL]
@@ -114,9 +115,12 @@ def _storage_with(database: Path, completed: int) -> None:
 def test_a_dump_is_restored_only_over_a_database_that_is_not_behind_it(tmp_path: Path,
                                                                        capsys: pytest.CaptureFixture[str]) -> None:
     bench = _bench_module()
-    dump = tmp_path / "carry" / "d.sql"
+    dump = tmp_path / "carry" / "d.sql.gz"
     _storage_with(tmp_path / "ran.db", 3)
     bench.carry_over(tmp_path / "ran.db", dump)
+    # No time stamp in the gzip header: the same database gives the same bytes (a re-save changes no file).
+    bench.carry_over(tmp_path / "ran.db", tmp_path / "again.sql.gz")
+    assert (tmp_path / "again.sql.gz").read_bytes() == dump.read_bytes()
     # Into an absent database: the same studies and trials.
     bench.restore_carried(dump, tmp_path / "new.db")
     assert optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path / 'new.db'}").trials == \
@@ -126,11 +130,18 @@ def test_a_dump_is_restored_only_over_a_database_that_is_not_behind_it(tmp_path:
     assert "holds every trial" in capsys.readouterr().err
     # One completed trial fewer stops the bench, naming the study.
     _storage_with(tmp_path / "behind.db", 2)
-    with pytest.raises(SystemExit, match=r"behind.db is behind .*d\.sql \(completed trials, dump > database: s 3 > 2\)"):
+    with pytest.raises(SystemExit, match=r"behind.db is behind .*d\.sql\.gz \(completed trials, dump > database: s 3 > 2\)"):
         bench.restore_carried(dump, tmp_path / "behind.db")
     # A dump cut short before its COMMIT restores nothing (no empty database left behind).
-    cut = tmp_path / "cut.sql"
-    cut.write_text(dump.read_text().replace("COMMIT;", ""))
+    script = gzip.decompress(dump.read_bytes()).decode()
+    cut = tmp_path / "cut.sql.gz"
+    cut.write_bytes(gzip.compress(script.replace("COMMIT;", "").encode()))
     with pytest.raises(SystemExit, match="cut short"):
         bench.restore_carried(cut, tmp_path / "fresh.db")
+    assert not (tmp_path / "fresh.db").exists()
+    # A dump that is not gzip-compressed (an uncompressed one, as the bench wrote before) is named, not loaded.
+    plain = tmp_path / "plain.sql.gz"
+    plain.write_text(script)
+    with pytest.raises(SystemExit, match=r"plain\.sql\.gz is not a gzip-compressed SQL dump"):
+        bench.restore_carried(plain, tmp_path / "fresh.db")
     assert not (tmp_path / "fresh.db").exists()
