@@ -4,8 +4,8 @@ from a committed (gzip-compressed) SQL dump, without the first sitting's scratch
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import gzip
+import importlib.util
 import json
 import signal
 import sqlite3
