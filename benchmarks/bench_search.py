@@ -68,6 +68,7 @@ import sqlite3
 import statistics
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -356,7 +357,8 @@ def restore_carried(dump: Path, database: Path) -> None:
 def _read_dump(dump: Path) -> str:
     try:
         return gzip.decompress(dump.read_bytes()).decode("utf-8")
-    except (OSError, EOFError, UnicodeDecodeError) as exc:
+    except (OSError, EOFError, zlib.error, UnicodeDecodeError) as exc:
+        # gzip raises OSError for a bad header, EOFError for a cut stream and zlib.error for a corrupt body.
         sys.exit(f"bench_search.py: {dump} is not a gzip-compressed SQL dump (as --carry writes): {exc}")
 
 

@@ -145,3 +145,14 @@ def test_a_dump_is_restored_only_over_a_database_that_is_not_behind_it(tmp_path:
     with pytest.raises(SystemExit, match=r"plain\.sql\.gz is not a gzip-compressed SQL dump"):
         bench.restore_carried(plain, tmp_path / "fresh.db")
     assert not (tmp_path / "fresh.db").exists()
+    # Nor is one whose compressed body is damaged, or cut short (a copy that stopped half-way).
+    damaged, cut_gzip = tmp_path / "damaged.sql.gz", tmp_path / "cut-gzip.sql.gz"
+    body = bytearray(dump.read_bytes())
+    body[20] ^= 0xFF
+    body[21] ^= 0xFF
+    damaged.write_bytes(bytes(body))
+    cut_gzip.write_bytes(dump.read_bytes()[:len(body) // 2])
+    for bad in (damaged, cut_gzip):
+        with pytest.raises(SystemExit, match=rf"{bad.name.replace('.', '[.]')} is not a gzip-compressed SQL dump"):
+            bench.restore_carried(bad, tmp_path / "fresh.db")
+        assert not (tmp_path / "fresh.db").exists()
