@@ -9,7 +9,9 @@ newer than this code is refused with an :class:`~storage.errors.InputError`.
 
 from __future__ import annotations
 
+import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -78,13 +80,34 @@ def create_results_engine(url: str) -> Engine:
         raise InputError(f"storage: {safe_url(url)!r} is not a valid SQLAlchemy URL") from exc
     try:
         if backend == "sqlite":
-            engine = create_engine(url, connect_args={"timeout": 60})
+            engine = create_engine(url, connect_args={"timeout": _SQLITE_BUSY_SECONDS})
             _sqlite_transactions(engine)
         else:
             engine = create_engine(url, pool_size=2, max_overflow=2, pool_pre_ping=True, pool_recycle=1800)
     except Exception as exc:
         raise InputError(f"storage {safe_url(url)}: cannot open ({type(exc).__name__}: {first_line(exc)})") from exc
     return engine
+
+
+#: How long a SQLite connection waits for another one's lock (sqlite3's ``timeout``, seconds).
+_SQLITE_BUSY_SECONDS = 60.0
+
+
+def _switch_to_wal(cursor: Any) -> None:
+    """``PRAGMA journal_mode=WAL``, waiting while another connection holds the database.
+
+    Switching a new database to WAL needs it to itself, and when several processes open it at once SQLite
+    answers "database is locked" at once instead of waiting in the busy handler; wait here as that would.
+    """
+    deadline = time.monotonic() + _SQLITE_BUSY_SECONDS
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
 
 
 def _sqlite_transactions(engine: Engine) -> None:
@@ -94,7 +117,7 @@ def _sqlite_transactions(engine: Engine) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         # WAL: readers (dashboards) never block the study's writers; same settings as the Optuna storage.
-        cursor.execute("PRAGMA journal_mode=WAL")
+        _switch_to_wal(cursor)
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()

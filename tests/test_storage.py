@@ -332,6 +332,36 @@ def test_concurrent_schema_creation(storage_url: str, tmp_path: Path) -> None:
     assert schema_revision(create_results_engine(storage_url)) == head_revision()
 
 
+def test_the_switch_to_wal_waits_for_another_connections_lock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """While another connection holds a write lock, SQLite refuses the switch to WAL at once, without its busy
+    timeout (the race of workers starting together on a new file): the connection waits, up to that timeout."""
+    import sqlite3
+    import threading
+
+    import storage.db
+
+    path = tmp_path / "new.db"
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    # At the timeout's boundary (none left): the refusal is the error.
+    monkeypatch.setattr(storage.db, "_SQLITE_BUSY_SECONDS", 0.0)
+    with pytest.raises(Exception, match="database is locked"):
+        create_results_engine(f"sqlite:///{path}").connect()
+    monkeypatch.undo()
+    # Within it: the connection waits until the lock is gone, then the file is in WAL mode.
+    waiting, sleep = threading.Event(), storage.db.time.sleep
+    monkeypatch.setattr(storage.db.time, "sleep", lambda seconds: (waiting.set(), sleep(seconds)))
+    modes: list[str] = []
+    opener = threading.Thread(target=lambda: modes.append(
+        create_results_engine(f"sqlite:///{path}").connect().exec_driver_sql("PRAGMA journal_mode").scalar()))
+    opener.start()
+    assert waiting.wait(timeout=60), "the connection never waited for the lock"
+    holder.execute("COMMIT")
+    opener.join(timeout=60)
+    assert modes == ["wal"]
+    holder.close()
+
+
 def test_a_recreated_study_starts_with_empty_tables(prepared_synth: Path, tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'again.db'}"
     study, config = run_tiny_study(prepared_synth, url, trials=2)
