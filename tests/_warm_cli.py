@@ -13,15 +13,23 @@ anew.
 Protocol, one JSON object per line: ``{"ready": true}`` once the imports are done; then a request
 ``{"args", "cwd", "env", "stdout", "stderr"}`` on stdin is answered with ``{"pid": ...}`` once the child holds
 the pipes' write ends and ``{"status": ...}`` (``os.waitpid``'s status) when it has ended.
+
+A request ``{"start": true, "args", "cwd", "env"}`` (for :func:`tests.conftest.start_cli`) starts a command in the
+background instead: its stdout and stderr write ends arrive beside it on the Unix socket whose descriptor is
+this module's argument, and the command is the grandchild of a child that ends at once, so it is re-parented to
+the nearest subreaper above, the test process, which waits for it as for any child of its own. The answer is
+``{"pid": ...}`` once that child has ended.
 """
 
 from __future__ import annotations
 
 import atexit
+import gc
 import json
 import os
 import runpy
 import signal
+import socket
 import sys
 import threading
 import traceback
@@ -83,15 +91,54 @@ def _end_as_the_interpreter_does() -> NoReturn:
     os._exit(code)
 
 
+def _start_in_the_background(request: dict[str, Any], out: int, err: int, descriptors: socket.socket) -> int:
+    """Fork the command as a grandchild and return its pid once the child between has ended (the
+    grandchild then belongs to the subreaper above this process)."""
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:
+        try:
+            os.close(read_end)
+            descriptors.close()  # the client's socket is not the command's
+            command = os.fork()
+            if command == 0:
+                os.close(write_end)
+                _become_the_command(request, out, err)
+                _end_as_the_interpreter_does()
+            os.write(write_end, str(command).encode())
+        except BaseException:
+            traceback.print_exc()
+            os._exit(70)
+        os._exit(0)
+    os.close(write_end)
+    os.close(out)
+    os.close(err)
+    with os.fdopen(read_end, "rb") as pid_pipe:
+        pid = pid_pipe.read()
+    _, status = os.waitpid(child, 0)
+    assert status == 0 and pid, f"the child between failed (status {status})"
+    return int(pid)
+
+
 def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's Ctrl-C is for the tests, not for this server
     for name in PRELOAD:
         __import__(name)
+    # What the imports made is never collected: out of the collector's sight, a child's collections do not
+    # touch (and so copy) every page of it.
+    gc.freeze()
     requests, replies = sys.stdin, sys.stdout
     replies.write(json.dumps({"ready": True}) + "\n")
     replies.flush()
+    descriptors = socket.socket(fileno=int(sys.argv[1])) if len(sys.argv) > 1 else None
     for line in requests:
         request = json.loads(line)
+        if request.get("start"):
+            assert descriptors is not None, "started without the descriptor socket"
+            _, (out, err), _, _ = socket.recv_fds(descriptors, 1, 2)
+            replies.write(json.dumps({"pid": _start_in_the_background(request, out, err, descriptors)}) + "\n")
+            replies.flush()
+            continue
         # Opened here, before the fork: the reader holds the other ends, so this does not block, and the client
         # reads end of file only once the child and everything it started have closed them.
         out, err = os.open(request["stdout"], os.O_WRONLY), os.open(request["stderr"], os.O_WRONLY)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import inspect
 import io
 import json
 import os
 import select
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -43,14 +46,26 @@ def shared_dataset(*parts: str) -> Path:
     return path
 
 
-def start_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+def start_cli(*args: str, env: dict[str, str] | None = None, cold: bool = False) -> subprocess.Popen[str]:
     """Start the real ``songhpo`` CLI in the background (pipes for stdout/stderr, text), ready for Ctrl-C.
 
-    pytest-xdist's worker processes ignore SIGINT, and an ignored signal stays ignored across exec, so
-    the child would never see a Ctrl-C a test sends: it starts with SIGINT's default disposition.
+    The command is forked from the warm interpreter as :func:`run_cli` does, under the same rule for when a new
+    interpreter runs it instead; either way the result is a :class:`subprocess.Popen` whose process is a child of
+    this one (wait for it, signal it, read its pipes). pytest-xdist's worker processes ignore SIGINT, and an
+    ignored signal stays ignored across exec, so a new interpreter starts with SIGINT's default disposition (a
+    warm one sets it as a fresh interpreter has it), or it would never see a Ctrl-C a test sends.
     """
-    return subprocess.Popen([sys.executable, "-m", "hpo", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=_environment(env), preexec_fn=_default_sigint)
+    command = [sys.executable, "-m", "hpo", *args]
+    if _runs_cold(env, cold):
+        return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=_environment(env), preexec_fn=_default_sigint)
+    warm = _warm_cli()
+    try:
+        return _WarmPopen(warm, command, env=_environment(env))
+    except BaseException:
+        _WARM.clear()
+        warm.close()
+        raise
 
 
 def _default_sigint() -> None:
@@ -74,13 +89,9 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600, env: dict
     meant to overlap use :func:`start_cli`.
     """
     command = [sys.executable, "-m", "hpo", *args]
-    cold = cold or os.environ.get("SONGHPO_TEST_COLD_CLI") == "1" or any(
-        name != "HOME" and not name.startswith("SONGHPO_") for name in env or {})
-    if cold:
+    if _runs_cold(env, cold):
         return subprocess.run(command, capture_output=True, text=text, cwd=cwd, env=_environment(env), timeout=timeout)
-    if not _WARM:
-        _WARM.append(_WarmCli())
-    warm = _WARM[0]
+    warm = _warm_cli()
     try:
         return warm.run(command, cwd=cwd or Path.cwd(), env=_environment(env), timeout=timeout, text=text)
     except BaseException:
@@ -89,12 +100,55 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600, env: dict
         raise
 
 
+def _runs_cold(env: dict[str, str] | None, cold: bool) -> bool:
+    """Whether a command needs a new interpreter: asked for, or ``env`` sets what a fork would not take up."""
+    return cold or os.environ.get("SONGHPO_TEST_COLD_CLI") == "1" or any(
+        name != "HOME" and not name.startswith("SONGHPO_") for name in env or {})
+
+
+def _warm_cli() -> _WarmCli:
+    if not _WARM:
+        _WARM.append(_WarmCli())
+    return _WARM[0]
+
+
+def _set_child_subreaper(on: bool) -> None:
+    """prctl(PR_SET_CHILD_SUBREAPER): orphaned descendants of this process become its children (linux/prctl.h)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(36, int(on), 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER)")
+
+
+class _WarmPopen(subprocess.Popen):  # type: ignore[type-arg]
+    """A :class:`subprocess.Popen` whose process the warm interpreter forks instead of a new one being executed.
+
+    Only the start differs: Popen makes the pipes, the warm interpreter's command gets their write ends, and the
+    command is re-parented to this process (a subreaper meanwhile), so Popen waits for it, signals it and reads its pipes
+    as for any child.
+    """
+
+    def __init__(self, warm: _WarmCli, command: list[str], *, env: dict[str, str]) -> None:
+        self._warm = warm
+        super().__init__(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+    def _execute_child(self, *args: Any, **kwargs: Any) -> None:
+        given = inspect.signature(subprocess.Popen._execute_child).bind(self, *args, **kwargs).arguments
+        self.pid = self._warm.start(given["args"], cwd=Path(given["cwd"] or Path.cwd()), env=given["env"],
+                                    stdout=given["c2pwrite"], stderr=given["errwrite"])
+        self._child_created = True
+        self._close_pipe_fds(*(given[name] for name in ("p2cread", "p2cwrite", "c2pread", "c2pwrite", "errread",
+                                                        "errwrite")))
+
+
 class _WarmCli:
     """The client side of :mod:`tests._warm_cli`: one warm interpreter per test process, one request at a time."""
 
     def __init__(self) -> None:
-        self._process = subprocess.Popen([sys.executable, "-m", "tests._warm_cli"], stdin=subprocess.PIPE,
-                                         stdout=subprocess.PIPE, cwd=REPO, env=_environment(None))
+        self._descriptors, theirs = socket.socketpair()
+        with theirs:
+            self._process = subprocess.Popen([sys.executable, "-m", "tests._warm_cli", str(theirs.fileno())],
+                                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, cwd=REPO,
+                                             env=_environment(None), pass_fds=(theirs.fileno(),))
         self._received = b""  # read from the reply pipe, not yet a whole line
         self._child: int | None = None
         try:
@@ -104,12 +158,30 @@ class _WarmCli:
             raise
 
     def close(self) -> None:
-        """End the warm interpreter and the command it runs, if any."""
+        """End the warm interpreter and the command it runs, if any (not those it started in the background:
+        they are this process's children)."""
         for pid in (self._child, self._process.pid):
             if pid is not None:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
         self._process.wait()
+        self._descriptors.close()
+
+    def start(self, command: list[str], *, cwd: Path, env: dict[str, str], stdout: int, stderr: int) -> int:
+        """Start ``command`` in the background writing to descriptors ``stdout`` and ``stderr``; its pid, a child
+        of this process from now on."""
+        # A subreaper only while the command is handed over: other orphans (a browser's helpers) go to init.
+        _set_child_subreaper(True)
+        try:
+            socket.send_fds(self._descriptors, [b"."], [stdout, stderr])
+            assert self._process.stdin is not None
+            request = {"start": True, "args": command[3:], "cwd": str(cwd), "env": env}
+            self._process.stdin.write(json.dumps(request).encode() + b"\n")
+            self._process.stdin.flush()
+            pid: int = self._reply(time.monotonic() + 60)["pid"]
+        finally:
+            _set_child_subreaper(False)
+        return pid
 
     def _reply(self, deadline: float) -> dict[str, Any]:
         """The next reply line; read from the pipe's descriptor, as a buffered reader could take both replies

@@ -273,7 +273,10 @@ def test_a_waiting_trial_is_taken_by_exactly_one_worker(
     from hpo.study import open_storage_url
 
     study = optuna.create_study(study_name="claims", storage=open_storage_url(storage))
-    context = multiprocessing.get_context("spawn")
+    # Fresh processes, not forks of this one (its threads and connections): forked from a server that has
+    # imported this module once, instead of each importing it anew as "spawn" would.
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
     n_workers, rounds = 4, 30
     barrier, results = context.Barrier(n_workers + 1), context.Queue()
     workers = [context.Process(target=_claim_rounds, args=(storage, "claims", rounds, barrier, results))
