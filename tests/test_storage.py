@@ -338,6 +338,8 @@ def test_the_switch_to_wal_waits_for_another_connections_lock(tmp_path: Path, mo
     import sqlite3
     import threading
 
+    import sqlalchemy.exc
+
     import storage.db
 
     path = tmp_path / "new.db"
@@ -345,7 +347,7 @@ def test_the_switch_to_wal_waits_for_another_connections_lock(tmp_path: Path, mo
     holder.execute("BEGIN IMMEDIATE")
     # At the timeout's boundary (none left): the refusal is the error.
     monkeypatch.setattr(storage.db, "_SQLITE_BUSY_SECONDS", 0.0)
-    with pytest.raises(Exception, match="database is locked"):
+    with pytest.raises(sqlalchemy.exc.OperationalError, match="database is locked"):
         create_results_engine(f"sqlite:///{path}").connect()
     monkeypatch.undo()
     # Within it: the connection waits until the lock is gone, then the file is in WAL mode.
