@@ -57,7 +57,7 @@ from objectives.trial import (
     per_song_counts,
 )
 from storage import results as store
-from storage.db import safe_url
+from storage.db import safe_url, switch_to_wal
 from storage.errors import InputError, first_line
 
 _log = logging.getLogger(__name__)
@@ -194,7 +194,7 @@ def _use_sqlite_wal(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
     def _pragmas(dbapi_connection: Any, _record: Any) -> None:
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
+        switch_to_wal(cursor)
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
 

@@ -93,8 +93,9 @@ def create_results_engine(url: str) -> Engine:
 _SQLITE_BUSY_SECONDS = 60.0
 
 
-def _switch_to_wal(cursor: Any) -> None:
-    """``PRAGMA journal_mode=WAL``, waiting while another connection holds the database.
+def switch_to_wal(cursor: Any) -> None:
+    """``PRAGMA journal_mode=WAL`` on a SQLite DB-API ``cursor``, waiting while another connection holds the
+    database (for songhpo's tables here and for the Optuna storage in :mod:`hpo.study`).
 
     Switching a new database to WAL needs it to itself, and when several processes open it at once SQLite
     answers "database is locked" at once instead of waiting in the busy handler; wait here as that would.
@@ -117,7 +118,7 @@ def _sqlite_transactions(engine: Engine) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         # WAL: readers (dashboards) never block the study's writers; same settings as the Optuna storage.
-        _switch_to_wal(cursor)
+        switch_to_wal(cursor)
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()

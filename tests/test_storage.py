@@ -7,6 +7,7 @@ import json
 import math
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -332,9 +333,31 @@ def test_concurrent_schema_creation(storage_url: str, tmp_path: Path) -> None:
     assert schema_revision(create_results_engine(storage_url)) == head_revision()
 
 
-def test_the_switch_to_wal_waits_for_another_connections_lock(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _results_tables_mode(url: str) -> str:
+    with create_results_engine(url).connect() as connection:
+        return str(connection.exec_driver_sql("PRAGMA journal_mode").scalar())
+
+
+def _open_optuna_storage(url: str) -> Callable[[], str]:
+    """The Optuna storage, made before the lock is taken (it creates its tables); the call connects anew."""
+    from hpo.study import open_storage_url
+
+    storage = open_storage_url(url)
+
+    def mode() -> str:
+        storage.get_all_studies()  # the first statement on a new connection, after the connect hook
+        with storage.engine.connect() as connection:
+            return str(connection.exec_driver_sql("PRAGMA journal_mode").scalar())
+
+    return mode
+
+
+@pytest.mark.parametrize("opener", ["results tables", "optuna storage"])
+def test_the_switch_to_wal_waits_for_another_connections_lock(opener: str, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
     """While another connection holds a write lock, SQLite refuses the switch to WAL at once, without its busy
-    timeout (the race of workers starting together on a new file): the connection waits, up to that timeout."""
+    timeout (the race of workers starting together on a new file): songhpo's tables and the Optuna storage
+    both wait, up to that timeout."""
     import sqlite3
     import threading
 
@@ -343,23 +366,25 @@ def test_the_switch_to_wal_waits_for_another_connections_lock(tmp_path: Path, mo
     import storage.db
 
     path = tmp_path / "new.db"
+    url = f"sqlite:///{path}"
+    mode = (lambda: _results_tables_mode(url)) if opener == "results tables" else _open_optuna_storage(url)
     holder = sqlite3.connect(path, isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")
-    # At the timeout's boundary (none left): the refusal is the error.
+    # At the timeout's boundary (none left): the refusal is the error (Optuna wraps it in its own).
     monkeypatch.setattr(storage.db, "_SQLITE_BUSY_SECONDS", 0.0)
-    with pytest.raises(sqlalchemy.exc.OperationalError, match="database is locked"):
-        create_results_engine(f"sqlite:///{path}").connect()
+    with pytest.raises((sqlalchemy.exc.OperationalError, optuna.exceptions.StorageInternalError)) as refused:
+        mode()
+    assert "database is locked" in str(refused.value) + str(refused.value.__cause__)
     monkeypatch.undo()
     # Within it: the connection waits until the lock is gone, then the file is in WAL mode.
     waiting, sleep = threading.Event(), storage.db.time.sleep
     monkeypatch.setattr(storage.db.time, "sleep", lambda seconds: (waiting.set(), sleep(seconds)))
     modes: list[str] = []
-    opener = threading.Thread(target=lambda: modes.append(
-        create_results_engine(f"sqlite:///{path}").connect().exec_driver_sql("PRAGMA journal_mode").scalar()))
-    opener.start()
+    opening = threading.Thread(target=lambda: modes.append(mode()))
+    opening.start()
     assert waiting.wait(timeout=60), "the connection never waited for the lock"
     holder.execute("COMMIT")
-    opener.join(timeout=60)
+    opening.join(timeout=60)
     assert modes == ["wal"]
     holder.close()
 
