@@ -91,6 +91,16 @@ def _end_as_the_interpreter_does() -> NoReturn:
     os._exit(code)
 
 
+def _run_the_command(request: dict[str, Any], out: int, err: int) -> NoReturn:
+    """In a forked child: become the command of ``request`` and end as it ends (70 if it cannot start)."""
+    try:
+        _become_the_command(request, out, err)
+    except BaseException:
+        traceback.print_exc()
+        os._exit(70)
+    _end_as_the_interpreter_does()
+
+
 def _start_in_the_background(request: dict[str, Any], out: int, err: int, descriptors: socket.socket) -> int:
     """Fork the command as a grandchild and return its pid once the child between has ended (the
     grandchild then belongs to the subreaper above this process)."""
@@ -103,8 +113,7 @@ def _start_in_the_background(request: dict[str, Any], out: int, err: int, descri
             command = os.fork()
             if command == 0:
                 os.close(write_end)
-                _become_the_command(request, out, err)
-                _end_as_the_interpreter_does()
+                _run_the_command(request, out, err)
             os.write(write_end, str(command).encode())
         except BaseException:
             traceback.print_exc()
@@ -144,12 +153,7 @@ def main() -> None:
         out, err = os.open(request["stdout"], os.O_WRONLY), os.open(request["stderr"], os.O_WRONLY)
         pid = os.fork()
         if pid == 0:
-            try:
-                _become_the_command(request, out, err)
-            except BaseException:
-                traceback.print_exc()
-                os._exit(70)
-            _end_as_the_interpreter_does()
+            _run_the_command(request, out, err)
         os.close(out)
         os.close(err)
         replies.write(json.dumps({"pid": pid}) + "\n")

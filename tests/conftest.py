@@ -59,13 +59,8 @@ def start_cli(*args: str, env: dict[str, str] | None = None, cold: bool = False)
     if _runs_cold(env, cold):
         return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 env=_environment(env), preexec_fn=_default_sigint)
-    warm = _warm_cli()
-    try:
+    with _warm_cli() as warm:
         return _WarmPopen(warm, command, env=_environment(env))
-    except BaseException:
-        _WARM.clear()
-        warm.close()
-        raise
 
 
 def _default_sigint() -> None:
@@ -91,13 +86,8 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600, env: dict
     command = [sys.executable, "-m", "hpo", *args]
     if _runs_cold(env, cold):
         return subprocess.run(command, capture_output=True, text=text, cwd=cwd, env=_environment(env), timeout=timeout)
-    warm = _warm_cli()
-    try:
+    with _warm_cli() as warm:
         return warm.run(command, cwd=cwd or Path.cwd(), env=_environment(env), timeout=timeout, text=text)
-    except BaseException:
-        _WARM.clear()  # its reply stream may be out of step: the next call starts another
-        warm.close()
-        raise
 
 
 def _runs_cold(env: dict[str, str] | None, cold: bool) -> bool:
@@ -106,10 +96,18 @@ def _runs_cold(env: dict[str, str] | None, cold: bool) -> bool:
         name != "HOME" and not name.startswith("SONGHPO_") for name in env or {})
 
 
-def _warm_cli() -> _WarmCli:
+@contextlib.contextmanager
+def _warm_cli() -> Iterator[_WarmCli]:
+    """This test process's warm interpreter, started at first use and ended when a request to it fails."""
     if not _WARM:
         _WARM.append(_WarmCli())
-    return _WARM[0]
+    warm = _WARM[0]
+    try:
+        yield warm
+    except BaseException:
+        _WARM.clear()  # its reply stream may be out of step: the next call starts another
+        warm.close()
+        raise
 
 
 def _set_child_subreaper(on: bool) -> None:
