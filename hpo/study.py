@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import random
 import secrets
 import socket
 import time
@@ -30,6 +31,7 @@ from optuna.study import MaxTrialsCallback
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy import event, update
 from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import DatabaseError, IntegrityError
 
 from hpo._progress import TrialBar, bar, bars_enabled, bars_logging, trial_estimate
 from hpo.artifacts import VectorKeeper
@@ -168,19 +170,41 @@ def open_storage(config: StudyConfig) -> RDBStorage:
         engine_kwargs: dict[str, Any] = {"connect_args": {"timeout": 60}}
     else:
         engine_kwargs = {"pool_size": 2, "max_overflow": 2, "pool_pre_ping": True, "pool_recycle": 1800}
-    try:
-        storage = _StudyStorage(
-            url,
-            engine_kwargs=engine_kwargs,
-            heartbeat_interval=config.heartbeat.interval,
-            grace_period=config.heartbeat.grace_period,
-            heartbeat_stale_trial_callback=_RetryStaleTrial(max_retry=config.heartbeat.max_retry),
-        )
-    except Exception as exc:  # noqa: BLE001 - driver errors vary; the message must not leak the password
-        raise InputError(f"storage {safe_url(url)}: cannot connect ({type(exc).__name__}: {first_line(exc)})") from exc
+    deadline = time.monotonic() + _CREATION_RACE_SECONDS
+    while True:
+        try:
+            storage = _StudyStorage(
+                url,
+                engine_kwargs=engine_kwargs,
+                heartbeat_interval=config.heartbeat.interval,
+                grace_period=config.heartbeat.grace_period,
+                heartbeat_stale_trial_callback=_RetryStaleTrial(max_retry=config.heartbeat.max_retry),
+            )
+            break
+        except Exception as exc:  # noqa: BLE001 - driver errors vary; the message must not leak the password
+            if _lost_creation_race(exc) and time.monotonic() < deadline:
+                _log.debug("storage %s: another process is creating Optuna's tables; opening again", safe_url(url))
+                # Let the winner finish creating them all: otherwise the workers collide again on the next table.
+                time.sleep(random.uniform(0.05, 0.25))
+                continue
+            raise InputError(
+                f"storage {safe_url(url)}: cannot connect ({type(exc).__name__}: {first_line(exc)})"
+            ) from exc
     if backend == "sqlite":
         _use_sqlite_wal(storage.engine)
     return storage
+
+
+#: How long a worker keeps opening a fresh storage whose tables other workers are creating at the same moment.
+_CREATION_RACE_SECONDS = 60.0
+
+
+def _lost_creation_race(exc: BaseException) -> bool:
+    """Whether opening the storage failed because another process created Optuna's tables or version rows
+    first: Optuna's ``RDBStorage`` checks, then creates, without a lock (SQLite: "UNIQUE constraint failed:
+    alembic_version.version_num" or "table ... already exists"; PostgreSQL: a duplicate key in ``pg_type``).
+    Opened again, it finds them and only reads."""
+    return isinstance(exc, IntegrityError) or (isinstance(exc, DatabaseError) and "already exists" in str(exc))
 
 
 def _use_sqlite_wal(engine: Engine) -> None:

@@ -141,21 +141,26 @@ def test_ctrl_c_marks_the_running_trial_and_keeps_the_rest(prepared_synth: Path,
 
     from optuna.trial import TrialState
 
+    from hpo.study import open_storage_url
+
     storage = f"sqlite:///{tmp_path / 'int.db'}"
     settings = tiny_study_config(prepared_synth, storage, trials=50)
     settings["search_space"] = {**settings["search_space"], "epochs": 40}  # type: ignore[dict-item]
     config = write_toml(tmp_path / "study.toml", settings)
     worker = start_cli("study", "run", str(config))
+    # Opened as a worker opens it: this probe and the worker may create the fresh storage's tables at once.
+    probe = open_storage_url(storage)
     deadline = time.monotonic() + 300
     while True:
         assert time.monotonic() < deadline and worker.poll() is None, "no trial ran after a completed one"
         try:
-            study = optuna.load_study(study_name="tiny", storage=storage)
+            study = optuna.load_study(study_name="tiny", storage=probe)
             if study.get_trials(states=(TrialState.COMPLETE,)) and study.get_trials(states=(TrialState.RUNNING,)):
                 break
         except KeyError:
             pass
         time.sleep(0.2)
+    probe.engine.dispose()
     worker.send_signal(signal.SIGINT)
     _, err = worker.communicate(timeout=180)
     assert worker.returncode == 130, err

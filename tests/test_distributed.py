@@ -3,6 +3,7 @@ several `songhpo study run` processes share one study; a worker killed with SIGK
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import signal
@@ -11,18 +12,63 @@ import time
 from pathlib import Path
 
 import optuna
+import pytest
 from optuna.trial import TrialState
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import DBAPIError
 
 from tests.conftest import (
+    SERVERS,
     assert_distinct_except_reruns,
     assert_one_line_error,
     run_cli,
+    server_database,
     start_cli,
     tiny_study_config,
     write_toml,
 )
+
+
+def _open_fresh_storages(urls: list[str], barrier, results) -> None:  # type: ignore[no-untyped-def]
+    from hpo.study import open_storage_url
+    from storage.errors import InputError
+
+    for url in urls:
+        barrier.wait()  # every worker opens this fresh storage at the same moment
+        try:
+            open_storage_url(url).engine.dispose()
+            results.put(None)
+        except InputError as exc:
+            results.put(str(exc))
+
+
+@pytest.mark.parametrize("backend", [pytest.param("sqlite"), *SERVERS])
+def test_workers_started_together_on_a_fresh_storage_all_open_it(backend: str, tmp_path: Path) -> None:
+    """Four workers started at once on a storage nobody created yet all open it: Optuna creates its tables and
+    version rows without a lock, and the workers that lose that race open it again instead of exiting with
+    "UNIQUE constraint failed: alembic_version.version_num" (SQLite) or a duplicate key (PostgreSQL)."""
+    import multiprocessing
+
+    n_workers, rounds = 4, 8
+    with contextlib.ExitStack() as databases:
+        if backend == "sqlite":
+            urls = [f"sqlite:///{tmp_path / f'fresh{round_}.db'}" for round_ in range(rounds)]
+        else:
+            urls = [databases.enter_context(server_database(backend)) for _ in range(rounds)]
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload([__name__])
+        barrier, results = context.Barrier(n_workers), context.Queue()
+        workers = [context.Process(target=_open_fresh_storages, args=(urls, barrier, results))
+                   for _ in range(n_workers)]
+        for worker in workers:
+            worker.start()
+        errors = [error for error in (results.get(timeout=120) for _ in range(n_workers * rounds)) if error]
+        for worker in workers:
+            worker.join(timeout=60)
+            assert worker.exitcode == 0
+        assert errors == []
+        for url in urls:  # one study storage, usable: the version rows were written once
+            assert optuna.get_all_study_names(url) == []
 
 
 def test_four_workers_share_one_study(prepared_synth: Path, postgres_url: str, tmp_path: Path) -> None:
