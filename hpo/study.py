@@ -202,7 +202,8 @@ _CREATION_RACE_SECONDS = 60.0
 def _lost_creation_race(exc: BaseException) -> bool:
     """Whether opening the storage failed because another process created Optuna's tables or version rows
     first: Optuna's ``RDBStorage`` checks, then creates, without a lock (SQLite: "UNIQUE constraint failed:
-    alembic_version.version_num" or "table ... already exists"; PostgreSQL: a duplicate key in ``pg_type``).
+    alembic_version.version_num" or "table ... already exists"; PostgreSQL: a duplicate key in ``pg_type``;
+    MariaDB: a duplicate entry or "Table ... already exists").
     Opened again, it finds them and only reads."""
     return isinstance(exc, IntegrityError) or (isinstance(exc, DatabaseError) and "already exists" in str(exc))
 
