@@ -259,6 +259,21 @@ def test_running_again_resumes_without_training(experiment: dict) -> None:
     assert document["configurations"] == experiment["document"]["configurations"]
 
 
+def test_report_without_a_browser_is_a_one_line_error_and_writes_nothing(experiment: dict, tmp_path: Path) -> None:
+    # kaleido takes Chromium from BROWSER_PATH or PATH: here neither leads to one, as on a machine without it.
+    no_browser = tmp_path / "bin"
+    no_browser.mkdir()
+    out = tmp_path / "docs" / "synth.md"
+    result = run_cli("experiment", "report", str(experiment["root"] / "exp"), "--out", str(out),
+                     env={"PATH": str(no_browser), "BROWSER_PATH": str(no_browser / "chromium")})
+    assert_one_line_error(result, f"--out {out}: cannot export the page's figures", "--no-png")
+    assert not out.parent.exists() or not any(out.parent.iterdir())  # neither the page nor a figure
+    with_flag = run_cli("experiment", "report", str(experiment["root"] / "exp"), "--out", str(out), "--no-png",
+                        env={"PATH": str(no_browser), "BROWSER_PATH": str(no_browser / "chromium")})
+    assert with_flag.returncode == 0, with_flag.stderr
+    assert sorted(p.name for p in out.parent.iterdir()) == ["synth.md"]
+
+
 def test_report_writes_the_page_and_figures(experiment: dict, tmp_path: Path) -> None:
     png = CHROMIUM.exists()
     if not png and os.environ.get("CI"):

@@ -131,6 +131,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from dashboards.experiment import write_results_page
+    from dashboards.report import PngExportUnavailable
     from hpo.experiment import load_results, merge_results, reproduce_commands
 
     document = merge_results([load_results(path) for path in args.experiments], [str(p) for p in args.experiments])
@@ -146,8 +147,13 @@ def _cmd_report(args: argparse.Namespace) -> int:
     commands = args.commands or reproduce_commands(
         document, args.out, dirs=[str(p.parent if p.suffix == ".json" else p) for p in args.experiments],
         title=args.title, notes=args.notes, before=args.before)
-    written = write_results_page(document, args.out, title=args.title, commands=commands, png=not args.no_png,
-                                 notes=notes, before=before)
+    try:
+        written = write_results_page(document, args.out, title=args.title, commands=commands, png=not args.no_png,
+                                     notes=notes, before=before)
+    except PngExportUnavailable as exc:
+        # The figures are exported before the page is written, so nothing is left half-made.
+        raise InputError(f"--out {args.out}: cannot export the page's figures: {exc}; install Chromium "
+                         "(Debian: apt-get install chromium) or pass --no-png") from exc
     for path in written:
         print(path)
     return 0
