@@ -666,6 +666,9 @@ def anchor_dominance(document: Mapping[str, Any]) -> dict[str, list[dict[str, An
             study = fronts.get(seed_of.get(config["study"], -1))
             if config["label"] != label or config["fraction"] != 1.0 or study is None:
                 continue
+            # A scale run's baseline (another study prefix, same seed) is the same training: place it once.
+            if any(entry["seed"] == seed_of[config["study"]] for entry in out.get(label, [])):
+                continue
             objectives = study["objectives"]
             point = [(config.get("validation") or {}).get(m) for m in objectives]
             if any(v is None for v in point):
