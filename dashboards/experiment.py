@@ -760,8 +760,12 @@ def scale_figure(document: Mapping[str, Any]) -> go.Figure | None:
 
 
 def search_figure(document: Mapping[str, Any]) -> go.Figure | None:
-    """Validation NDCG against the clustering objective for every trial of every mode's study."""
+    """Validation NDCG against the clustering objective for every trial of every mode's study (the clustering
+    study's objective; without one, the first clustering objective of the multi-objective studies)."""
     clustering = next((s["objectives"][0] for s in document["studies"] if s["mode"] == "clustering"), None)
+    if clustering is None:
+        clustering = next((m for s in document["studies"] if s["mode"] in ("random", "nsga2", "nsga2-free")
+                           for m in s["objectives"] if m != "ndcg"), None)
     studies = [s for s in document["studies"] if s["mode"] in ("ndcg", "clustering", "random", "nsga2", "nsga2-free")]
     if clustering is None or not studies:
         return None

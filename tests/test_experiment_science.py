@@ -309,3 +309,7 @@ def test_search_figure_gives_each_mode_one_legend_entry_whatever_its_study_seeds
     single = search_figure(_document([], [s for s in studies if s["seed"] == 0]))
     assert [trace.name for trace in single.data] == ["clustering", "nsga2"]
     assert all(trace.showlegend for trace in single.data)
+    # Without a clustering study the multi-objective studies' first clustering objective is the y axis.
+    alone = search_figure(_document([], [s for s in studies if s["mode"] == "nsga2"]))
+    assert alone.layout.yaxis.title.text == "ch_artist (validation)"
+    assert [list(trace.y) for trace in alone.data] == [[1, 2]] * 3
