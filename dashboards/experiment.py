@@ -662,13 +662,15 @@ def anchor_dominance(document: Mapping[str, Any]) -> dict[str, list[dict[str, An
     seed_of = {s["study"]: proxy.study_seed(document, s) for s in document["studies"]}
     out: dict[str, list[dict[str, Any]]] = {}
     for label, _ in ANCHORS:
+        placed: list[Mapping[str, Any]] = []
         for config in document["configurations"]:
             study = fronts.get(seed_of.get(config["study"], -1))
             if config["label"] != label or config["fraction"] != 1.0 or study is None:
                 continue
             # A scale run's baseline (another study prefix, same seed) is the same training: place it once.
-            if any(entry["seed"] == seed_of[config["study"]] for entry in out.get(label, [])):
+            if any(same_runs(config, other) for other in placed):
                 continue
+            placed.append(config)
             objectives = study["objectives"]
             point = [(config.get("validation") or {}).get(m) for m in objectives]
             if any(v is None for v in point):
@@ -764,7 +766,7 @@ def search_figure(document: Mapping[str, Any]) -> go.Figure | None:
     study's objective; without one, the first clustering objective of the multi-objective studies)."""
     clustering = next((s["objectives"][0] for s in document["studies"] if s["mode"] == "clustering"), None)
     if clustering is None:
-        clustering = next((m for s in document["studies"] if s["mode"] in ("random", "nsga2", "nsga2-free")
+        clustering = next((m for s in document["studies"] if s["mode"] in MULTI_LABELS
                            for m in s["objectives"] if m != "ndcg"), None)
     studies = [s for s in document["studies"] if s["mode"] in ("ndcg", "clustering", "random", "nsga2", "nsga2-free")]
     if clustering is None or not studies:
